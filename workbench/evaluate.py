@@ -1,0 +1,102 @@
+"""Measure one method on one sample, for all its rates: the unit of work the runner schedules.
+
+Returns one *sample record* per rate: nll_sum (nats), n_tokens, the KV budget after compression
+(kv_eval.kv_budget), prefill_seconds and scoring_seconds, and the path that produced it
+('baseline', 'shared-prefill' or 'per-rate'). Imports torch (the runner imports this module only
+once a model is loaded).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbench import kv_eval
+from workbench.methods import presses
+from workbench.plan import MethodSpec, ProtocolSpec
+
+
+def _split(lm, sample, protocol: ProtocolSpec):
+    ids = torch.tensor([sample.input_ids], dtype=torch.long, device=lm.model.device)
+    return ids, ids[:, : protocol.context_tokens], ids[:, protocol.context_tokens :]
+
+
+def _record(sample, nll, n, budget, prefill_s, scoring_s, path) -> dict:
+    return {
+        "sample_id": sample.sample_id,
+        "nll_sum": nll,
+        "n_tokens": n,
+        **budget,
+        "prefill_seconds": prefill_s,
+        "scoring_seconds": scoring_s,
+        "path": path,
+    }
+
+
+def evaluate_baseline(lm, sample, protocol: ProtocolSpec) -> dict:
+    """The uncompressed model on this sample (same tokens every method is scored on)."""
+    model = lm.model
+    ids, ctx, cont = _split(lm, sample, protocol)
+    kv_eval.seed_sample(sample.sample_id)
+    if protocol.name == "chunked":
+        nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size)
+        budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
+        return _record(sample, nll, n, budget, 0.0, seconds, "baseline")
+    cache, prefill_s = kv_eval.prefill(model, ctx)
+    budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+    nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, protocol.context_tokens)
+    return _record(sample, nll, n, budget, prefill_s, scoring_s, "baseline")
+
+
+def kv_path(method: MethodSpec, protocol: ProtocolSpec, shared_allowed: bool) -> tuple[str, str | None]:
+    """('shared-prefill' | 'per-rate', why not shared) for a press under a protocol."""
+    if protocol.name == "chunked":
+        return "per-rate", "the chunked protocol compresses after every chunk"
+    if not shared_allowed:
+        return "per-rate", "shared prefill turned off in the plan"
+    rates = method.rates or []
+    reason = presses.shared_prefill_reason(method.name, method.params)
+    if reason is None and rates == [None]:
+        reason = "threshold-driven"
+    return ("per-rate", reason) if reason else ("shared-prefill", None)
+
+
+def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
+    """One press on one sample at every rate: {rate: sample record}. Raises on failure (the runner records it)."""
+    model = lm.model
+    ids, ctx, cont = _split(lm, sample, protocol)
+    path, _ = kv_path(method, protocol, shared_allowed)
+    out: dict = {}
+    try:
+        if path == "shared-prefill" and len(rates) > 1:
+            press = presses.build_press(method.name, method.params, rates[0])
+            inner = method.params["press"]["name"] if method.name in presses.SHARED_WRAPPERS else None
+            kv_eval.seed_sample(sample.sample_id)
+            shared = kv_eval.shared_prefill(model, ctx, method.name, press, inner)
+            for rate in rates:
+                cache, select_s = kv_eval.cache_for_rate(model, shared, rate, method.name, method.params)
+                budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+                nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, protocol.context_tokens)
+                kv_eval.clear_masks(model)
+                # The one prefill is shared by the rates: each carries its share, plus its own selection.
+                out[rate] = _record(sample, nll, n, budget, shared.seconds / len(rates) + select_s, scoring_s, "shared-prefill")
+                del cache
+            return out
+        decoding = method.name in presses.DECODING_PRESSES
+        for rate in rates:
+            press = presses.build_press(method.name, method.params, rate)
+            kv_eval.seed_sample(sample.sample_id)
+            if protocol.name == "chunked":
+                nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size, method.name, press, rate)
+                budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
+                out[rate] = _record(sample, nll, n, budget, 0.0, seconds, "per-rate")
+            else:
+                cache, prefill_s = kv_eval.prefill(model, ctx, press)
+                budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+                nll, n, scoring_s = kv_eval.continuation_nll(
+                    model, cache, cont, protocol.context_tokens, press=press if decoding else None, stepwise=decoding
+                )
+                out[rate] = _record(sample, nll, n, budget, prefill_s, scoring_s, "per-rate")
+            kv_eval.clear_masks(model)
+        return out
+    finally:
+        kv_eval.clear_masks(model)

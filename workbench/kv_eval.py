@@ -1,0 +1,319 @@
+"""KV-cache eviction on one sample, in torch: prefill under a press, then score a continuation.
+
+Two ways to get a pruned cache for a rate (fraction of context tokens kept):
+
+* per rate: ``with press(model)`` around the prefill, exactly as kvpress runs it;
+* shared prefill: one plain prefill that keeps the full cache and records each layer's scores,
+  then a top-k gather per rate. A press scores a layer's entries after that layer's attention has
+  run on the full context, so the hidden states reaching the next layer, hence all scores, do not
+  depend on the rate: the gather reproduces the per-rate cache exactly for score-based presses.
+
+Scoring (protocol ``context-continuation``): the continuation's T tokens are fed on top of the
+pruned cache, positions continuing from the original context length C, and the NLL of tokens
+C+1..C+T is summed: every scored token is predicted through the compressed cache. Protocol
+``chunked`` (seed 004): the whole window is fed in chunks and the cache compressed after every chunk.
+
+Everything here runs under ``torch.inference_mode()``; torch is imported by the caller's first use.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import DynamicCache
+
+
+class UnsupportedMethod(Exception):
+    """This method cannot be measured with this protocol (recorded as the cell's reason)."""
+
+
+def _language_model(model):
+    return model.model.language_model if hasattr(model.model, "language_model") else model.model
+
+
+def attention_modules(model) -> list:
+    lm = _language_model(model)
+    modules = []
+    for layer in lm.layers:
+        # Presses read module.rotary_emb (kvpress's own context manager sets it the same way).
+        layer.self_attn.rotary_emb = lm.rotary_emb
+        modules.append(layer.self_attn)
+    return modules
+
+
+def clear_masks(model) -> None:
+    """Forget head-wise masks (AdaKV family) so they cannot leak into the next evaluation."""
+    for module in attention_modules(model):
+        module.masked_key_indices = None
+
+
+def seed_sample(sample_id: str) -> None:
+    """Seed torch from the sample id: random presses draw the same numbers on every path and rerun."""
+    torch.manual_seed(zlib.crc32(sample_id.encode()))
+
+
+def _sync(model) -> None:
+    if model.device.type == "cuda":
+        torch.cuda.synchronize(model.device)
+
+
+@contextmanager
+def layer_hooks(model, fn):
+    """Call fn(module, kwargs, output) after every attention layer's forward."""
+    handles = [
+        m.register_forward_hook(lambda mod, args, kwargs, out: fn(mod, kwargs, out), with_kwargs=True)
+        for m in attention_modules(model)
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _is_prefill(kwargs, q_len: int) -> bool:
+    return int(kwargs["cache_position"][-1]) + 1 == q_len
+
+
+# ---------------------------------------------------------------------------------------------
+# Prefill and continuation
+
+
+def prefill(model, context_ids: torch.Tensor, press=None) -> tuple[DynamicCache, float]:
+    """Prefill ``context_ids`` (1, C) into a fresh cache, under ``press`` if given. Returns (cache, seconds)."""
+    cache = DynamicCache()
+    _sync(model)
+    start = time.perf_counter()
+    with torch.inference_mode(), (press(model) if press is not None else nullcontext()):
+        # logits_to_keep=1: the prefill's own logits are not scored, so skip the (C × vocab) projection.
+        model(input_ids=context_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+    _sync(model)
+    return cache, time.perf_counter() - start
+
+
+def _uniform_layers(cache) -> bool:
+    return len({layer.keys.shape[-2] for layer in cache.layers}) == 1
+
+
+def continuation_nll(model, cache, continuation_ids: torch.Tensor, start_position: int, press=None,
+                     stepwise: bool = False) -> tuple[float, int, float]:
+    """Teacher-forced NLL of continuation_ids[:, 1:] given the cache (positions from ``start_position``).
+
+    ``continuation_ids`` is (1, T+1). Returns (nll_sum in nats, tokens scored T, seconds). One forward
+    pass, or one per token when ``stepwise`` (decoding presses run under ``press`` then) or when the
+    layers hold caches of different lengths (a single attention mask cannot describe them).
+    """
+    inputs, targets = continuation_ids[:, :-1], continuation_ids[:, 1:]
+    n = inputs.shape[1]
+    positions = torch.arange(start_position, start_position + n, device=inputs.device).unsqueeze(0)
+    stepwise = stepwise or not _uniform_layers(cache)
+    _sync(model)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        if not stepwise:
+            logits = model(input_ids=inputs, past_key_values=cache, position_ids=positions, use_cache=True).logits
+        else:
+            parts = []
+            with press(model) if press is not None else nullcontext():
+                for i in range(n):
+                    out = model(input_ids=inputs[:, i : i + 1], past_key_values=cache, position_ids=positions[:, i : i + 1], use_cache=True)
+                    parts.append(out.logits)
+            logits = torch.cat(parts, dim=1)
+        nll = F.cross_entropy(logits[0].float(), targets[0], reduction="sum").item()
+    _sync(model)
+    return nll, n, time.perf_counter() - start
+
+
+def kv_budget(model, cache, context_tokens: int) -> dict:
+    """What the cache holds after compressing a context of ``context_tokens``.
+
+    Physical: tensor sizes. Logical: entries that attention can still see — presses of the AdaKV
+    family keep masked entries in the tensors (no memory saved), so the two differ there.
+    """
+    layers = cache.layers
+    n_layers = len(layers)
+    n_heads = layers[0].keys.shape[1]
+    physical_entries = sum(layer.keys.shape[-2] for layer in layers) * n_heads
+    physical_bytes = sum(l.keys.numel() * l.keys.element_size() + l.values.numel() * l.values.element_size() for l in layers)
+    masked = 0
+    for module in attention_modules(model):
+        idx = getattr(module, "masked_key_indices", None)
+        if idx is not None:
+            masked += int(idx[0].numel())
+    logical_entries = physical_entries - masked
+    return {
+        "kept_fraction": logical_entries / (n_layers * n_heads * context_tokens),
+        "kept_fraction_physical": physical_entries / (n_layers * n_heads * context_tokens),
+        "kv_tokens_per_layer": logical_entries / (n_layers * n_heads),
+        "kv_bytes": int(round(physical_bytes * logical_entries / physical_entries)) if physical_entries else 0,
+        "kv_bytes_physical": int(physical_bytes),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared prefill: full cache + scores once, a gather per rate
+
+
+def compute_n_kept(k_len: int, removed_fraction: float) -> int:
+    """kvpress's rounding (kvpress.utils.compute_n_kept), repeated so the gather matches it exactly."""
+    if removed_fraction >= 1.0:
+        return 0
+    return max(1, int(k_len * (1 - removed_fraction)))
+
+
+def score_function(name: str, press):
+    """The rate-independent score of a press: its own ``score`` except where that encodes the rate."""
+    if name == "streaming-llm":
+        n_sink = press.n_sink
+
+        def positional(module, hidden_states, keys, values, attentions, kwargs):
+            # StreamingLLM keeps the n_sink first entries and the most recent ones: the position
+            # itself is a score whose top-k is exactly that set, whatever the rate.
+            bsz, heads, k_len, _ = keys.shape
+            scores = torch.arange(k_len, device=keys.device, dtype=torch.float32).expand(bsz, heads, k_len).clone()
+            scores[..., :n_sink] = float("inf")
+            return scores
+
+        return positional
+    return press.score
+
+
+@dataclass
+class SharedPrefill:
+    keys: list
+    values: list
+    scores: list
+    seconds: float
+    context_tokens: int
+
+
+def shared_prefill(model, context_ids: torch.Tensor, name: str, press, inner_name: str | None = None) -> SharedPrefill:
+    """One plain prefill that records every layer's scores and keeps the full cache."""
+    scorer = press.press if inner_name else press
+    score = score_function(inner_name or name, scorer)
+    press.post_init_from_model(model)
+    scores: dict[int, torch.Tensor] = {}
+
+    def record(module, kwargs, output):
+        hidden_states = kwargs["hidden_states"]
+        if not _is_prefill(kwargs, hidden_states.shape[1]):
+            return
+        layer = kwargs["past_key_values"].layers[module.layer_idx]
+        scores[module.layer_idx] = score(module, hidden_states, layer.keys, layer.values, output[1], kwargs)
+
+    with layer_hooks(model, record):
+        cache, seconds = prefill(model, context_ids)
+    n = len(cache.layers)
+    return SharedPrefill(
+        keys=[cache.layers[i].keys for i in range(n)],
+        values=[cache.layers[i].values for i in range(n)],
+        scores=[scores[i] for i in range(n)],
+        seconds=seconds,
+        context_tokens=context_ids.shape[1],
+    )
+
+
+def full_cache(shared: SharedPrefill) -> DynamicCache:
+    """The uncompressed cache (the baseline) rebuilt from the stored tensors; they stay untouched."""
+    cache = DynamicCache()
+    with torch.inference_mode():
+        for i, (k, v) in enumerate(zip(shared.keys, shared.values)):
+            cache.update(k, v, i)
+    return cache
+
+
+def cache_for_rate(model, shared: SharedPrefill, rate: float, name: str, params: dict) -> tuple[DynamicCache, float]:
+    """The cache the press would have left at this rate. Returns (cache, seconds spent selecting)."""
+    removed = round(1.0 - rate, 10)
+    modules = attention_modules(model)
+    cache = DynamicCache()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i, (k, v, s) in enumerate(zip(shared.keys, shared.values, shared.scores)):
+            if name == "adakv":
+                modules[i].masked_key_indices = _adakv_mask(s, removed, params["alpha_safeguard"]) if removed > 0 else None
+            elif removed > 0:  # ScorerPress.compress leaves the cache untouched at compression_ratio 0
+                n_kept = compute_n_kept(k.shape[2], removed)
+                idx = s.topk(n_kept, dim=-1).indices.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])
+                k, v = k.gather(2, idx).contiguous(), v.gather(2, idx).contiguous()
+            cache.update(k, v, i)
+    _sync(model)
+    return cache, time.perf_counter() - start
+
+
+def _adakv_mask(scores: torch.Tensor, removed: float, alpha_safeguard: float):
+    """AdaKVPress.compress's selection (kvpress 0.5.5), applied to stored scores: masked (batch, head, seq) indices."""
+    scores = scores.clone()  # AdaKV writes into the scores; the stored ones serve the other rates
+    bsz, n_heads, k_len = scores.shape
+    n_kept = compute_n_kept(k_len, removed)
+    n_safe = int(n_kept * alpha_safeguard)
+    if alpha_safeguard > 0:
+        n_safe = max(1, n_safe) if n_kept > 0 else 0
+    top = torch.topk(scores, n_safe, dim=-1).indices
+    scores.scatter_(-1, top, torch.finfo(scores.dtype).max)
+    n_pruned = n_heads * (k_len - n_kept)
+    indices = torch.topk(-scores.reshape(bsz, -1), n_pruned, dim=1).indices.flatten()
+    batch = torch.arange(bsz).repeat_interleave(n_pruned)
+    return batch, indices // k_len, indices % k_len
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunked protocol
+
+
+def chunked_nll(model, ids: torch.Tensor, chunk_size: int, name: str | None = None, press=None,
+                rate: float | None = None) -> tuple[float, int, DynamicCache, float]:
+    """NLL of ids[:, 1:] with the text fed ``chunk_size`` tokens at a time (seed 004's protocol).
+
+    After every chunk the cache is compressed so that it holds ``rate`` of the tokens seen so far
+    (score-based presses, through their rate-independent scores), or by the press's own decoding
+    hook (threshold presses such as DMS). chunk_size=1 is exact; larger chunks are faster and let
+    the tokens inside a chunk see each other uncompressed. Returns (nll_sum, tokens, cache, seconds).
+    """
+    from kvpress import ScorerPress
+
+    n_total = ids.shape[1]
+    cache = DynamicCache()
+    per_chunk_press = None
+    hook = nullcontext()
+    if press is not None:
+        if name in ("dms", "decoding", "compression-ratio-decoding"):
+            per_chunk_press = press  # compresses non-prefill passes itself
+        elif isinstance(press, ScorerPress) and rate is not None:
+            score = score_function(name, press)
+            press.post_init_from_model(model)
+            seen = {"n": 0}
+
+            def compress(module, kwargs, output):
+                layer = kwargs["past_key_values"].layers[module.layer_idx]
+                target = compute_n_kept(seen["n"], round(1.0 - rate, 10))
+                if layer.keys.shape[2] <= target:
+                    return
+                s = score(module, kwargs["hidden_states"], layer.keys, layer.values, output[1], kwargs)
+                idx = s.topk(target, dim=-1).indices.unsqueeze(-1).expand(-1, -1, -1, layer.keys.shape[-1])
+                layer.keys = layer.keys.gather(2, idx).contiguous()
+                layer.values = layer.values.gather(2, idx).contiguous()
+
+            hook = layer_hooks(model, compress)
+        else:
+            raise UnsupportedMethod("the chunked protocol supports score-based presses and threshold (DMS/decoding) presses")
+    nll, scored = 0.0, 0
+    _sync(model)
+    start = time.perf_counter()
+    with torch.inference_mode(), hook:
+        for begin in range(0, n_total - 1, chunk_size):
+            end = min(begin + chunk_size, n_total - 1)
+            if press is not None and per_chunk_press is None:
+                seen["n"] = end
+            positions = torch.arange(begin, end, device=ids.device).unsqueeze(0)
+            with per_chunk_press(model) if per_chunk_press is not None else nullcontext():
+                logits = model(input_ids=ids[:, begin:end], past_key_values=cache, position_ids=positions, use_cache=True).logits
+            nll += F.cross_entropy(logits[0].float(), ids[0, begin + 1 : end + 1], reduction="sum").item()
+            scored += end - begin
+    _sync(model)
+    return nll, scored, cache, time.perf_counter() - start

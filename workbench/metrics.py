@@ -1,0 +1,122 @@
+"""Metrics: aggregate per-sample results into a cell's figures, and measure peak memory.
+
+Units: NLL in nats per token; PPL = exp(mean NLL over all scored tokens of the cell); kept
+fractions are fractions of the context's KV entries; bytes are bytes; times are seconds.
+No torch at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import sys
+
+# Stable metric keys of a cell record (sessions, tables, exports all use these names).
+CELL_METRICS = (
+    "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_ppl", "delta_ppl_pct", "delta_nll",
+    "kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical",
+    "prefill_seconds", "scoring_seconds", "seconds", "peak_memory_bytes",
+)
+
+
+def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> dict:
+    """Cell figures from its per-sample records.
+
+    ``samples``: dicts with nll_sum, n_tokens and budget/timing fields. ``baseline``: the baseline
+    cell's per-sample records by sample_id; deltas are computed over the samples both have, so a
+    partially finished cell is still compared on the same tokens.
+    """
+    done = [s for s in samples if s.get("n_tokens")]
+    if not done:
+        return {}
+    tokens = sum(s["n_tokens"] for s in done)
+    nll = sum(s["nll_sum"] for s in done) / tokens
+    per_sample = [s["nll_sum"] / s["n_tokens"] for s in done]
+    stderr = _stderr(per_sample)
+    out = {
+        "nll": nll,
+        "nll_stderr": stderr,
+        "ppl": math.exp(nll),
+        "ppl_stderr": math.exp(nll) * stderr if stderr is not None else None,  # delta method
+        "tokens_scored": tokens,
+    }
+    for key in ("kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical"):
+        values = [s[key] for s in done if s.get(key) is not None]
+        out[key] = sum(values) / len(values) if values else None
+    for key in ("prefill_seconds", "scoring_seconds"):
+        out[key] = sum(s.get(key) or 0.0 for s in done)
+    out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"]
+    if baseline:
+        shared = [s for s in done if s["sample_id"] in baseline and baseline[s["sample_id"]].get("n_tokens")]
+        if shared:
+            b_tokens = sum(baseline[s["sample_id"]]["n_tokens"] for s in shared)
+            b_nll = sum(baseline[s["sample_id"]]["nll_sum"] for s in shared) / b_tokens
+            c_nll = sum(s["nll_sum"] for s in shared) / sum(s["n_tokens"] for s in shared)
+            b_ppl, c_ppl = math.exp(b_nll), math.exp(c_nll)
+            out["delta_nll"] = c_nll - b_nll
+            out["delta_ppl"] = c_ppl - b_ppl
+            out["delta_ppl_pct"] = 100.0 * (c_ppl - b_ppl) / b_ppl
+    return out
+
+
+def _stderr(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return math.sqrt(var / len(values))
+
+
+# ---------------------------------------------------------------------------------------------
+# Peak memory. On a GPU: torch's peak allocated bytes. On a CPU: the process's peak resident set,
+# reset per cell through /proc/self/clear_refs where Linux allows it (else the lifetime peak).
+
+
+class PeakMemory:
+    def __init__(self, device: str):
+        self.device = device
+        self.kind = "cuda" if device.startswith("cuda") else "rss"
+
+    def reset(self) -> None:
+        if self.kind == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("5")  # resets VmHWM (peak RSS) to the current RSS
+            except OSError:
+                pass
+
+    def peak(self) -> int:
+        if self.kind == "cuda":
+            import torch
+
+            return int(torch.cuda.max_memory_allocated())
+        try:
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def free_accelerator_memory() -> None:
+    """Between methods: drop cached GPU blocks so one method's peak does not starve the next."""
+    import gc
+
+    gc.collect()
+    if "torch" in sys.modules:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -1,0 +1,354 @@
+"""What to run: a validated, fully resolved description of one session's grid.
+
+A plan is model × datasets × methods × rates. It is read from a preset (JSON), checked before
+anything heavy loads, and written into the session exactly as resolved, so a session can be
+resumed or re-run from the file alone.
+
+Vocabulary (one word per meaning, everywhere in the workbench):
+- **rate**: the fraction of context tokens *kept* (1.0 = uncompressed). kvpress's
+  ``compression_ratio`` is the fraction *removed*; it is converted at the press boundary only.
+- **context tokens**: tokens prefilled (and compressed); **continuation tokens**: tokens scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+PROTOCOLS = ("context-continuation", "chunked")
+_PROTOCOL_ALIASES = {
+    "context→continuation": "context-continuation",
+    "context->continuation": "context-continuation",
+    "context_continuation": "context-continuation",
+}
+BASELINE_LABEL = "baseline"
+
+
+class PlanError(ValueError):
+    """Bad input in a plan or preset. ``str()`` names the source file and the field."""
+
+    def __init__(self, message: str, source: str | None = None, field_path: str | None = None):
+        self.source = source
+        self.field_path = field_path
+        where = ""
+        if source:
+            where += f"{source}: "
+        if field_path:
+            where += f"field '{field_path}': "
+        super().__init__(where + message)
+
+
+@dataclass
+class DatasetSpec:
+    name: str
+    samples: int = 4
+    seed: int = 0
+
+
+@dataclass
+class ProtocolSpec:
+    name: str = "context-continuation"
+    context_tokens: int = 1024
+    continuation_tokens: int = 128
+    # chunked only: tokens per forward pass; the cache is compressed after every chunk.
+    chunk_size: int | None = None
+
+    @property
+    def window_tokens(self) -> int:
+        """Tokens each sample needs: context + continuation + 1 (the last continuation token's target)."""
+        return self.context_tokens + self.continuation_tokens + 1
+
+
+@dataclass
+class MethodSpec:
+    """One method of the grid. ``family`` is 'kv' (a kvpress press) or 'prompt' (a text compressor)."""
+
+    name: str
+    family: str = "kv"
+    label: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    # None: the plan's rates. A threshold-driven press (DMS) has rates [None]: its kept fraction is measured.
+    rates: list[float | None] | None = None
+
+
+@dataclass
+class Plan:
+    name: str
+    model: str
+    device: str = "auto"
+    dtype: str = "auto"
+    datasets: list[DatasetSpec] = field(default_factory=list)
+    protocol: ProtocolSpec = field(default_factory=ProtocolSpec)
+    methods: list[MethodSpec] = field(default_factory=list)
+    rates: list[float] = field(default_factory=lambda: [0.5])
+    # Reuse one prefill for every rate of a press where that gives identical results.
+    shared_prefill: bool = True
+    description: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str | None = None) -> "Plan":
+        return parse_plan(data, source=source)
+
+    def cells(self) -> list["CellSpec"]:
+        """Every cell of the grid, the baseline of each dataset first."""
+        out: list[CellSpec] = []
+        for ds in self.datasets:
+            out.append(CellSpec(self.model, ds.name, BASELINE_LABEL, "baseline", 1.0))
+            for m in self.methods:
+                for rate in m.rates if m.rates is not None else self.rates:
+                    out.append(CellSpec(self.model, ds.name, m.label, m.family, rate))
+        return out
+
+    def method(self, label: str) -> MethodSpec:
+        for m in self.methods:
+            if m.label == label:
+                return m
+        raise KeyError(label)
+
+    def forward_passes(self) -> dict[str, int]:
+        """Estimate of model forward passes, for the dry run and the setup screen."""
+        n_samples = sum(ds.samples for ds in self.datasets)
+        p = self.protocol
+        if p.name == "chunked":
+            per_eval = math.ceil(p.window_tokens / (p.chunk_size or 1))
+        else:
+            per_eval = 2  # one prefill + one continuation pass
+        baseline = n_samples * per_eval
+        methods = 0
+        for m in self.methods:
+            rates = m.rates if m.rates is not None else self.rates
+            methods += n_samples * len(rates) * per_eval
+        return {"baseline": baseline, "methods": methods, "total": baseline + methods}
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    model: str
+    dataset: str
+    method: str  # the method's label
+    family: str
+    rate: float | None
+
+    @property
+    def key(self) -> str:
+        rate = "thr" if self.rate is None else f"{self.rate:g}"
+        return f"{self.model}|{self.dataset}|{self.method}|{rate}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing and validation
+
+
+def _expect(cond: bool, message: str, source: str | None, path: str) -> None:
+    if not cond:
+        raise PlanError(message, source, path)
+
+
+def _as_int(value: Any, source, path, minimum: int = 1) -> int:
+    _expect(isinstance(value, int) and not isinstance(value, bool), f"expected an integer, got {value!r}", source, path)
+    _expect(value >= minimum, f"must be at least {minimum}, got {value}", source, path)
+    return value
+
+
+def _as_rate(value: Any, source, path) -> float:
+    _expect(
+        isinstance(value, (int, float)) and not isinstance(value, bool),
+        f"a rate is a number in (0, 1] (fraction of tokens kept), got {value!r}",
+        source,
+        path,
+    )
+    _expect(0 < value <= 1, f"a rate is the fraction of tokens kept and must be in (0, 1], got {value}", source, path)
+    return float(value)
+
+
+def _parse_rates(value: Any, source, path) -> list[float]:
+    if isinstance(value, dict):  # a sweep: {"start": 0.9, "stop": 0.1, "step": 0.1}
+        try:
+            start, stop, step = float(value["start"]), float(value["stop"]), float(value["step"])
+        except (KeyError, TypeError, ValueError):
+            raise PlanError("a sweep needs numeric 'start', 'stop' and 'step'", source, path) from None
+        _expect(step > 0, "'step' must be positive", source, path)
+        sign = -1 if stop < start else 1
+        n = int(round(abs(stop - start) / step)) + 1
+        value = [round(start + sign * i * step, 6) for i in range(n)]
+    _expect(isinstance(value, list) and value, "expected a non-empty list of rates", source, path)
+    rates = [_as_rate(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
+    _expect(len(set(rates)) == len(rates), "rates must not repeat", source, path)
+    return rates
+
+
+def _parse_dataset(value: Any, source, path) -> DatasetSpec:
+    from workbench import datasets as ds_mod
+
+    if isinstance(value, str):
+        value = {"name": value}
+    _expect(isinstance(value, dict), "expected a dataset name or an object with 'name'", source, path)
+    unknown = set(value) - {"name", "samples", "seed"}
+    _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: name, samples, seed", source, path)
+    name = value.get("name")
+    _expect(isinstance(name, str) and name, "missing dataset 'name'", source, f"{path}.name")
+    try:
+        ds_mod.validate_dataset_spec(name)
+    except ValueError as err:
+        raise PlanError(str(err), source, f"{path}.name") from None
+    samples = _as_int(value.get("samples", 4), source, f"{path}.samples")
+    seed = _as_int(value.get("seed", 0), source, f"{path}.seed", minimum=0)
+    return DatasetSpec(name=name, samples=samples, seed=seed)
+
+
+def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
+    if value is None:
+        return ProtocolSpec()
+    if isinstance(value, str):
+        value = {"name": value}
+    _expect(isinstance(value, dict), "expected a protocol name or object", source, path)
+    unknown = set(value) - {"name", "context_tokens", "continuation_tokens", "chunk_size"}
+    _expect(not unknown, f"unknown key(s) {sorted(unknown)}", source, path)
+    name = _PROTOCOL_ALIASES.get(value.get("name", "context-continuation"), value.get("name", "context-continuation"))
+    _expect(name in PROTOCOLS, f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}", source, f"{path}.name")
+    spec = ProtocolSpec(
+        name=name,
+        context_tokens=_as_int(value.get("context_tokens", 1024), source, f"{path}.context_tokens", minimum=8),
+        continuation_tokens=_as_int(value.get("continuation_tokens", 128), source, f"{path}.continuation_tokens"),
+    )
+    if name == "chunked":
+        spec.chunk_size = _as_int(value.get("chunk_size", 128), source, f"{path}.chunk_size")
+    else:
+        _expect("chunk_size" not in value, "chunk_size applies to the 'chunked' protocol only", source, f"{path}.chunk_size")
+    return spec
+
+
+def _parse_method(value: Any, source, path) -> MethodSpec:
+    from workbench.methods import registry
+
+    if isinstance(value, str):
+        value = {"name": value}
+    _expect(isinstance(value, dict), "expected a method name or an object with 'name'", source, path)
+    unknown = set(value) - {"name", "family", "label", "params", "rates"}
+    _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: name, family, label, params, rates", source, path)
+    name = value.get("name")
+    _expect(isinstance(name, str) and name, "missing method 'name'", source, f"{path}.name")
+    family = value.get("family")
+    try:
+        info = registry.lookup(name, family)
+    except KeyError as err:
+        raise PlanError(err.args[0], source, f"{path}.name") from None
+    params = value.get("params", {})
+    _expect(isinstance(params, dict), "params must be an object", source, f"{path}.params")
+    try:
+        params = info.resolve_params(params)
+    except ValueError as err:
+        raise PlanError(str(err), source, f"{path}.params") from None
+    rates = value.get("rates")
+    if not info.rate_driven:
+        _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates", source, f"{path}.rates")
+        rates = [None]
+    elif rates is not None:
+        rates = _parse_rates(rates, source, f"{path}.rates")
+    label = value.get("label") or info.name
+    _expect(isinstance(label, str) and label != BASELINE_LABEL, f"label {label!r} is reserved", source, f"{path}.label")
+    return MethodSpec(name=info.name, family=info.family, label=label, params=params, rates=rates)
+
+
+_TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "protocol", "methods", "rates", "shared_prefill"}
+
+
+def parse_plan(data: Any, source: str | None = None) -> Plan:
+    """Validate a plan or preset document and return it fully resolved. Raises PlanError."""
+    _expect(isinstance(data, dict), "a preset is a JSON object", source, "(top level)")
+    unknown = set(data) - _TOP_KEYS
+    _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}", source, "(top level)")
+    model = data.get("model", "smollm2-135m")
+    if isinstance(model, dict):  # {"id": ..., "device": ..., "dtype": ...}
+        data = {**data, "device": model.get("device", data.get("device", "auto")), "dtype": model.get("dtype", data.get("dtype", "auto"))}
+        model = model.get("id")
+    _expect(isinstance(model, str) and model.strip(), "expected a model name, hub id or path", source, "model")
+    from workbench.models import ModelLoadError, classify_model_spec
+
+    try:
+        classify_model_spec(model)
+    except ModelLoadError as err:
+        raise PlanError(str(err), source, "model") from None
+    device, dtype = data.get("device", "auto"), data.get("dtype", "auto")
+    _expect(device == "auto" or device in ("cpu", "cuda", "mps") or str(device).startswith("cuda:"),
+            f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)", source, "device")
+    _expect(dtype in ("auto", "float32", "float16", "bfloat16"), f"unknown dtype {dtype!r} (auto, float32, float16, bfloat16)", source, "dtype")
+
+    datasets = data.get("datasets", ["wikitext2"])
+    _expect(isinstance(datasets, list) and datasets, "expected a non-empty list of datasets", source, "datasets")
+    ds_specs = [_parse_dataset(v, source, f"datasets[{i}]") for i, v in enumerate(datasets)]
+    _expect(len({d.name for d in ds_specs}) == len(ds_specs), "a dataset is listed twice", source, "datasets")
+
+    protocol = _parse_protocol(data.get("protocol"), source, "protocol")
+    rates = _parse_rates(data.get("rates", [0.5]), source, "rates")
+
+    methods = data.get("methods", [])
+    _expect(isinstance(methods, list), "expected a list of methods", source, "methods")
+    m_specs = [_parse_method(v, source, f"methods[{i}]") for i, v in enumerate(methods)]
+    seen: dict[str, int] = {}
+    for i, m in enumerate(m_specs):
+        _expect(m.label not in seen, f"two methods are labelled {m.label!r}: give one a distinct \"label\"", source, f"methods[{i}].label")
+        seen[m.label] = i
+    for i, m in enumerate(m_specs):
+        if m.family == "prompt":
+            _expect(protocol.name == "context-continuation", "prompt compressors need the context-continuation protocol", source, f"methods[{i}]")
+
+    shared = data.get("shared_prefill", True)
+    _expect(isinstance(shared, bool), "expected true or false", source, "shared_prefill")
+    name = data.get("name") or (Path(source).stem if source else "session")
+    return Plan(
+        name=str(name),
+        description=str(data.get("description", "")),
+        model=model.strip(),
+        device=device,
+        dtype=dtype,
+        datasets=ds_specs,
+        protocol=protocol,
+        methods=m_specs,
+        rates=rates,
+        shared_prefill=shared,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped with the package."""
+    return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".json"))
+
+
+def _preset_dir():
+    try:
+        return resources.files("workbench.presets")
+    except ModuleNotFoundError:  # running from a source tree that was never installed
+        return Path(__file__).resolve().parent.parent / "presets"
+
+
+def load_preset(name_or_path: str) -> Plan:
+    """A shipped preset by name, or a JSON file by path. Raises PlanError naming the file and field."""
+    path = Path(name_or_path)
+    if name_or_path.endswith(".json") or path.exists():
+        if not path.is_file():
+            raise PlanError(f"no such preset file: {name_or_path}")
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    else:
+        entry = _preset_dir() / f"{name_or_path}.json"
+        if not entry.is_file():
+            raise PlanError(f"no preset named {name_or_path!r}; shipped presets: {', '.join(preset_names())}")
+        text, source = entry.read_text(encoding="utf-8"), f"preset {name_or_path}"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise PlanError(f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}", source) from None
+    if isinstance(data, dict) and "plan" in data and "schema_version" in data:
+        data = data["plan"]  # a saved session can serve as a preset: its plan is reused
+    return parse_plan(data, source=source)

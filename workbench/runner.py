@@ -1,0 +1,237 @@
+"""run(plan, on_event, cancel): the one loop the TUI and the headless mode both drive.
+
+Order of work: load the model once; per dataset, draw the samples, run the baseline, then each
+method (grouped so the attention implementation switches as rarely as possible), each method
+sample by sample over all its rates. The session is saved after every sample; a failing method
+is recorded on its cells and the others go on; ``cancel`` is checked between samples.
+
+Importing this module loads neither torch nor textual: torch arrives with the first model.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Callable
+
+from workbench import environment, metrics
+from workbench.plan import BASELINE_LABEL, CellSpec, MethodSpec, Plan
+from workbench.session import Session, scrub
+
+
+@dataclass
+class Event:
+    """Progress report. kind: run-started, model-loading, model-loaded, cell-started, progress,
+    cell-finished, log, run-finished. ``data`` is JSON-able."""
+
+    kind: str
+    message: str = ""
+    data: dict = field(default_factory=dict)
+
+
+EventHandler = Callable[[Event], None]
+
+
+class RunAborted(Exception):
+    """The run could not start (model or all datasets unusable); the session is saved as 'failed'."""
+
+
+def run(plan_or_session: Plan | Session, on_event: EventHandler | None = None, cancel: threading.Event | None = None,
+        out: str | None = None) -> Session:
+    """Run (or resume) a session. Returns the session, saved to ``out`` / its own path when it has one."""
+    session = plan_or_session if isinstance(plan_or_session, Session) else Session(plan_or_session, out)
+    if out:
+        session.path = Path(out)
+    return _Run(session, on_event or (lambda e: None), cancel or threading.Event()).execute()
+
+
+class _Run:
+    def __init__(self, session: Session, emit: EventHandler, cancel: threading.Event):
+        self.session, self.plan, self.emit, self.cancel = session, session.plan, emit, cancel
+        self.started = time.monotonic()
+
+    # -- bookkeeping -------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        if self.session.path is not None:
+            self.session.save()
+
+    def progress(self, cell_key: str | None = None, message: str = "") -> None:
+        cells = self.session.cells.values()
+        total = sum(c["samples_total"] for c in cells)
+        done = sum(c["samples_total"] if c["status"] in ("done", "error", "unavailable") else c["samples_done"] for c in cells)
+        self.emit(Event("progress", message, {"done": done, "total": total, "cell": cell_key,
+                                              "elapsed": time.monotonic() - self.started}))
+
+    def finish_cell(self, key: str, status: str, error: str | None = None, reason: str | None = None) -> None:
+        self.session.set_status(key, status, error=error, reason=reason)
+        self.emit(Event("cell-finished", self.session.cells[key]["status"], {"cell": dict(self.session.cells[key])}))
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def execute(self) -> Session:
+        from workbench import datasets, models
+
+        s = self.session
+        s.status = "running"
+        s.environment = environment.collect()
+        todo = [c for c in s.cells.values() if c["status"] not in ("done", "unavailable")]
+        self.emit(Event("run-started", f"{len(todo)} of {len(s.cells)} cells to run", {"cells": len(s.cells), "todo": len(todo)}))
+        if not todo:
+            s.status = "finished"
+            self.save()
+            self.emit(Event("run-finished", "nothing left to run", {"status": s.status}))
+            return s
+        self.save()
+        self.emit(Event("model-loading", f"loading {self.plan.model}", {"model": self.plan.model}))
+        try:
+            lm = models.load_model(self.plan.model, self.plan.device, self.plan.dtype)
+        except Exception as err:
+            s.status = "failed"
+            for c in todo:
+                s.set_status(c["key"], "error", error=f"model could not be loaded: {err}")
+            self.save()
+            raise
+        s.environment = environment.collect(lm)
+        self.emit(Event("model-loaded", f"{self.plan.model} on {lm.device} ({lm.dtype}) in {lm.load_seconds:.1f}s", lm.describe()))
+        self.save()
+        try:
+            for ds in self.plan.datasets:
+                if self.cancel.is_set():
+                    break
+                try:
+                    samples = datasets.lm_samples(ds.name, lm.tokenizer, ds.samples, self.plan.protocol.context_tokens,
+                                                  self.plan.protocol.continuation_tokens, ds.seed)
+                except Exception as err:  # an unusable dataset fails its own cells only
+                    for c in s.cells.values():
+                        if c["dataset"] == ds.name and c["status"] not in ("done", "unavailable"):
+                            self.finish_cell(c["key"], "error", error=f"dataset {ds.name}: {err}")
+                    continue
+                self.run_baseline(lm, ds.name, samples)
+                for method in self._ordered_methods():
+                    if self.cancel.is_set():
+                        break
+                    self.run_method(lm, ds.name, samples, method)
+        finally:
+            if self.cancel.is_set():
+                for c in s.cells.values():
+                    if c["status"] == "running":
+                        s.set_status(c["key"], "cancelled")
+                s.status = "cancelled"
+            else:
+                s.status = "finished" if s.finished() else "failed"
+            self.save()
+            self.emit(Event("run-finished", s.status, {"status": s.status, "failed": len(s.failed_cells()),
+                                                        "elapsed": time.monotonic() - self.started}))
+        return s
+
+    def _ordered_methods(self) -> list[MethodSpec]:
+        """sdpa methods first, eager ones together at the end: one switch of attention at most."""
+        from workbench.methods import presses
+
+        def needs_eager(m: MethodSpec) -> bool:
+            return m.family == "kv" and presses.requirements(m.name, m.params)[0] == "eager"
+
+        return sorted(self.plan.methods, key=needs_eager)
+
+    def _cells(self, dataset: str, label: str, family: str, rates: list) -> dict:
+        return {r: CellSpec(self.plan.model, dataset, label, family, r).key for r in rates}
+
+    def run_baseline(self, lm, dataset: str, samples: list) -> None:
+        from workbench import evaluate
+
+        key = CellSpec(self.plan.model, dataset, BASELINE_LABEL, "baseline", 1.0).key
+        if self.session.cells[key]["status"] == "done":
+            return
+        lm.set_attention("sdpa")
+        self._run_samples(lm, samples, {1.0: key}, "baseline",
+                          lambda sample, rates: {1.0: evaluate.evaluate_baseline(lm, sample, self.plan.protocol)})
+
+    def run_method(self, lm, dataset: str, samples: list, method: MethodSpec) -> None:
+        from workbench import evaluate
+        from workbench.methods import presses
+
+        rates = method.rates if method.rates is not None else self.plan.rates
+        keys = {r: k for r, k in self._cells(dataset, method.label, method.family, rates).items()
+                if self.session.cells[k]["status"] not in ("done", "unavailable")}
+        if not keys:
+            return
+        attention, hub = presses.requirements(method.name, method.params)
+        if attention == "conflict":
+            for k in keys.values():
+                self.finish_cell(k, "error", error="its presses need both eager attention and not eager attention")
+            return
+        lm.set_attention(attention or "sdpa")
+        path, why = evaluate.kv_path(method, self.plan.protocol, self.plan.shared_prefill)
+        for k in keys.values():
+            self.session.cells[k]["reason"] = why
+
+        def evaluate_sample(sample, todo_rates):
+            return evaluate.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
+
+        self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
+
+    def _run_samples(self, lm, samples, keys: dict, label: str, evaluate_sample, hub_reason: str | None = None) -> None:
+        """Evaluate every sample not yet on disk for these cells (one cell per rate), saving after each."""
+        s = self.session
+        for k in keys.values():
+            self.emit(Event("cell-started", k, {"cell": k}))
+        peak = metrics.PeakMemory(lm.device)
+        peak.reset()
+        for sample in samples:
+            if self.cancel.is_set():
+                return
+            todo = [r for r, k in keys.items() if sample.sample_id not in s.done_samples(k)]
+            if not todo:
+                continue
+            try:
+                records = evaluate_sample(sample, todo)
+            except Exception as err:
+                status, message = classify_failure(err, hub_reason)
+                for r in todo:
+                    self.finish_cell(keys[r], status, error=message if status == "error" else None,
+                                     reason=message if status == "unavailable" else None)
+                self.save()
+                metrics.free_accelerator_memory()
+                return
+            for r, record in records.items():
+                s.add_sample(keys[r], record)
+                s.cells[keys[r]]["peak_memory_bytes"] = max(s.cells[keys[r]].get("peak_memory_bytes") or 0, peak.peak())
+            self.save()
+            self.progress(next(iter(keys.values())), f"{label}: {sample.sample_id}")
+        for k in keys.values():
+            if s.cells[k]["status"] not in ("error", "unavailable"):
+                self.finish_cell(k, "done")
+        self.save()
+        metrics.free_accelerator_memory()
+
+
+_HUB_MARKERS = ("huggingface", "hf.co", "hub", "offline", "connection", "resolve", "repository not found", "gated repo",
+                "does not appear to have a file", "can't load")
+
+
+def classify_failure(err: BaseException, hub_reason: str | None) -> tuple[str, str]:
+    """('unavailable' | 'error', one-line message without secrets) for an exception raised by a cell."""
+    text = f"{type(err).__name__}: {err}".strip()
+    first = scrub(text.splitlines()[0] if text else type(err).__name__)[:500]
+    chain, seen = [], err
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = " ".join(type(e).__name__ for e in chain)
+    if "OutOfMemoryError" in names or "out of memory" in text.lower():
+        return "error", f"out of memory: {first}"
+    from workbench.kv_eval import UnsupportedMethod
+
+    if any(isinstance(e, UnsupportedMethod) for e in chain):
+        return "unavailable", first
+    lowered = " ".join(str(e).lower() for e in chain)
+    if hub_reason and (any(m in lowered for m in _HUB_MARKERS) or any(n in names for n in ("LocalEntryNotFoundError", "HfHubHTTPError", "OSError", "ConnectError"))):
+        return "unavailable", f"{hub_reason}; not reachable here ({first})"
+    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    if where is not None:
+        first += f" (at {where.name}, {where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
+    return "error", first
