@@ -58,6 +58,7 @@ BAD_PRESETS = [
     ({"methods": ["knorm", "knorm"]}, "methods[1].label", "label"),
     ({"model": "./no/such/model.gguf"}, "model", ""),
     ({"colour": "blue"}, "(top level)", "unknown key"),
+    ({"methods": ["random"]}, "methods[0].name", "set \"family\""),
 ]
 
 
@@ -135,7 +136,7 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_llama_dir):
 
     preset = {"name": "tiny", "model": str(tiny_llama_dir), "datasets": [{"name": "wikitext2", "samples": 6}],
               "protocol": {"context_tokens": 128, "continuation_tokens": 16}, "rates": [0.75, 0.5, 0.25],
-              "methods": ["knorm", "snapkv", "tova", "random"], "shared_prefill": False}
+              "methods": ["knorm", "snapkv", "tova", {"name": "random", "family": "kv"}], "shared_prefill": False}
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(preset))
     out = tmp_path / "s.json"

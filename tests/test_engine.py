@@ -20,7 +20,7 @@ def tiny_plan(model_dir, **overrides) -> dict:
         "datasets": [{"name": "wikitext2", "samples": 3, "seed": 1}],
         "protocol": {"name": "context-continuation", "context_tokens": 96, "continuation_tokens": 16},
         "rates": [0.75, 0.5, 0.25],
-        "methods": ["knorm", "streaming-llm", "random"],
+        "methods": ["knorm", "streaming-llm", {"name": "random", "family": "kv"}],
     }
     plan.update(overrides)
     return plan
@@ -82,7 +82,7 @@ def test_shared_prefill_reproduces_per_rate_cache_on_tiny_model(tiny_lm, name):
     from workbench.plan import MethodSpec, ProtocolSpec
     from workbench.datasets import LMSample
 
-    info = lookup(name)
+    info = lookup(name, "kv")
     method = MethodSpec(name=name, label=name, params=info.resolve_params({}), rates=[0.75, 0.5, 0.25])
     protocol = ProtocolSpec(context_tokens=80, continuation_tokens=12)
     sample = LMSample("s#0", tuple(int(t) for t in _ids(tiny_lm, 93, seed=5)[0]), 80)

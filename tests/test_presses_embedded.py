@@ -27,7 +27,7 @@ def _method(name, rates, **params):
     from workbench.methods.registry import lookup
     from workbench.plan import MethodSpec
 
-    info = lookup(name)
+    info = lookup(name, "kv")
     return MethodSpec(name=info.name, label=info.name, params=info.resolve_params(params), rates=rates)
 
 
@@ -68,7 +68,7 @@ def test_baseline_perplexity_is_sane(baseline_ppl):
 RATES = [0.75, 0.5, 0.25]
 # Every press the shared path supports that runs offline (kvzap, qfilter and the stats press need the hub).
 SHARED = ["random", "knorm", "streaming-llm", "snapkv", "expected-attention", "observed-attention", "tova", "keydiff",
-          "lagkv", "cur", "leverage", "non-causal-attn", "cap"]
+          "lagkv", "cur", "leverage", "non-causal-attn", "cap", "pyramidkv"]
 
 
 @pytest.mark.parametrize("name", SHARED + ["adakv", "compactor-blended"])
@@ -84,7 +84,7 @@ def test_shared_prefill_matches_per_rate_perplexity(smollm2, samples, name):
         assert shared[rate]["kept"] == per_rate[rate]["kept"]
 
 
-@pytest.mark.parametrize("name", ["criticalkv", "compactor", "pyramidkv", "chunkkv", "key-rerotation"])
+@pytest.mark.parametrize("name", ["criticalkv", "compactor", "chunkkv", "key-rerotation"])
 def test_presses_whose_selection_depends_on_the_rate_fall_back(smollm2, samples, name):
     method = _method(name, [0.5, 0.25])
     result = _run(smollm2, samples[:1], method, shared=True)

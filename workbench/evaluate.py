@@ -92,11 +92,48 @@ def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolS
             else:
                 cache, prefill_s = kv_eval.prefill(model, ctx, press)
                 budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+                start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else protocol.context_tokens
                 nll, n, scoring_s = kv_eval.continuation_nll(
-                    model, cache, cont, protocol.context_tokens, press=press if decoding else None, stepwise=decoding
+                    model, cache, cont, start, press=press if decoding else None, stepwise=decoding
                 )
                 out[rate] = _record(sample, nll, n, budget, prefill_s, scoring_s, "per-rate")
             kv_eval.clear_masks(model)
         return out
     finally:
         kv_eval.clear_masks(model)
+
+
+def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec, keep_example: bool = False) -> dict:
+    """A prompt compressor on one sample at every rate: {rate: sample record}.
+
+    The context's text is compressed, re-tokenized with the evaluated model's tokenizer and prefilled;
+    the same continuation tokens as the baseline are scored after it (positions follow the compressed
+    context). Achieved kept fraction = compressed tokens / context tokens, in the evaluated model's tokens.
+    """
+    from workbench.datasets import context_text
+
+    model = lm.model
+    _, ctx, cont = _split(lm, sample, protocol)
+    text = context_text(sample, lm.tokenizer)
+    results = compressor.compress_rates(text, rates)
+    path = "score-once" if compressor.shares_scores and len(rates) > 1 else "per-rate"
+    out = {}
+    for rate in rates:
+        res = results[rate]
+        ids = lm.tokenizer(res.text, add_special_tokens=False)["input_ids"] or ctx[0, :1].tolist()
+        compressed = torch.tensor([ids], dtype=torch.long, device=model.device)
+        kv_eval.seed_sample(sample.sample_id)
+        cache, prefill_s = kv_eval.prefill(model, compressed)
+        budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+        nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, len(ids))
+        record = _record(sample, nll, n, budget, prefill_s, scoring_s, path)
+        record["compression_seconds"] = res.seconds
+        record["compressed_tokens"] = len(ids)
+        record["own"] = res.own
+        if res.own.get("rules_exhausted"):
+            record["note"] = (f"rules exhausted: content words are never dropped, so it kept "
+                              f"{len(ids) / protocol.context_tokens:.2f} instead of {rate:g}")
+        if keep_example:
+            record["example"] = {"original": text, "compressed": res.text, "dropped": [list(d) for d in res.dropped]}
+        out[rate] = record
+    return out

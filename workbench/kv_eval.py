@@ -190,6 +190,7 @@ class SharedPrefill:
     scores: list
     seconds: float
     context_tokens: int
+    press: object  # the press, for its per-layer budget (PyramidKV)
 
 
 def shared_prefill(model, context_ids: torch.Tensor, name: str, press, inner_name: str | None = None) -> SharedPrefill:
@@ -215,6 +216,7 @@ def shared_prefill(model, context_ids: torch.Tensor, name: str, press, inner_nam
         scores=[scores[i] for i in range(n)],
         seconds=seconds,
         context_tokens=context_ids.shape[1],
+        press=press,
     )
 
 
@@ -238,12 +240,20 @@ def cache_for_rate(model, shared: SharedPrefill, rate: float, name: str, params:
             if name == "adakv":
                 modules[i].masked_key_indices = _adakv_mask(s, removed, params["alpha_safeguard"]) if removed > 0 else None
             elif removed > 0:  # ScorerPress.compress leaves the cache untouched at compression_ratio 0
-                n_kept = compute_n_kept(k.shape[2], removed)
+                n_kept = _layer_budget(shared.press, name, modules[i], k.shape[2], removed)
                 idx = s.topk(n_kept, dim=-1).indices.unsqueeze(-1).expand(-1, -1, -1, k.shape[-1])
                 k, v = k.gather(2, idx).contiguous(), v.gather(2, idx).contiguous()
             cache.update(k, v, i)
     _sync(model)
     return cache, time.perf_counter() - start
+
+
+def _layer_budget(press, name: str, module, k_len: int, removed: float) -> int:
+    """Entries a layer keeps: kvpress's rounding, or PyramidKV's own per-layer budget for this rate."""
+    if name == "pyramidkv":
+        press.compression_ratio = removed  # get_layer_budget reads the ratio from the press
+        return press.get_layer_budget(module, k_len)
+    return compute_n_kept(k_len, removed)
 
 
 def _adakv_mask(scores: torch.Tensor, removed: float, alpha_safeguard: float):

@@ -16,7 +16,7 @@ import sys
 CELL_METRICS = (
     "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_ppl", "delta_ppl_pct", "delta_nll",
     "kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical",
-    "prefill_seconds", "scoring_seconds", "seconds", "peak_memory_bytes",
+    "prefill_seconds", "scoring_seconds", "compression_seconds", "seconds", "peak_memory_bytes",
 )
 
 
@@ -46,7 +46,9 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
         out[key] = sum(values) / len(values) if values else None
     for key in ("prefill_seconds", "scoring_seconds"):
         out[key] = sum(s.get(key) or 0.0 for s in done)
-    out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"]
+    compression = [s["compression_seconds"] for s in done if s.get("compression_seconds") is not None]
+    out["compression_seconds"] = sum(compression) / len(compression) if compression else None  # per prompt
+    out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"] + sum(compression)
     if baseline:
         shared = [s for s in done if s["sample_id"] in baseline and baseline[s["sample_id"]].get("n_tokens")]
         if shared:

@@ -225,6 +225,14 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     return spec
 
 
+def default_label(name: str, family: str) -> str:
+    """The method's name; a name both families use (random) gets its family appended."""
+    from workbench.methods import registry
+
+    shared = sum(1 for info in registry.all_methods() if info.name == name) > 1
+    return f"{name}-{family}" if shared else name
+
+
 def _parse_method(value: Any, source, path) -> MethodSpec:
     from workbench.methods import registry
 
@@ -252,7 +260,7 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
         rates = [None]
     elif rates is not None:
         rates = _parse_rates(rates, source, f"{path}.rates")
-    label = value.get("label") or info.name
+    label = value.get("label") or default_label(info.name, info.family)
     _expect(isinstance(label, str) and label != BASELINE_LABEL, f"label {label!r} is reserved", source, f"{path}.label")
     return MethodSpec(name=info.name, family=info.family, label=label, params=params, rates=rates)
 

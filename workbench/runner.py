@@ -33,6 +33,8 @@ class Event:
 
 
 EventHandler = Callable[[Event], None]
+# Prompt-compression cells keep the original/compressed text of their first samples (Inspect screen).
+EXAMPLES_PER_CELL = 3
 
 
 class RunAborted(Exception):
@@ -159,6 +161,9 @@ class _Run:
                 if self.session.cells[k]["status"] not in ("done", "unavailable")}
         if not keys:
             return
+        if method.family == "prompt":
+            self.run_compressor(lm, samples, method, keys)
+            return
         attention, hub = presses.requirements(method.name, method.params)
         if attention == "conflict":
             for k in keys.values():
@@ -171,6 +176,33 @@ class _Run:
 
         def evaluate_sample(sample, todo_rates):
             return evaluate.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
+
+        self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
+
+    def run_compressor(self, lm, samples: list, method: MethodSpec, keys: dict) -> None:
+        """A prompt compressor: loaded once per method (its load time recorded), then sample by sample."""
+        from workbench import evaluate
+        from workbench.methods.prompt import COMPRESSORS, build_compressor
+
+        lm.set_attention("sdpa")
+        hub = COMPRESSORS[method.name].needs_hub
+        try:
+            compressor = build_compressor(method.name, method.params)
+            compressor.load(lm)
+        except Exception as err:
+            status, message = classify_failure(err, hub)
+            for k in keys.values():
+                self.finish_cell(k, status, error=message if status == "error" else None,
+                                 reason=message if status == "unavailable" else None)
+            self.save()
+            return
+        for k in keys.values():
+            self.session.cells[k]["load_seconds"] = compressor.load_seconds
+        first_ids = {s.sample_id for s in samples[:EXAMPLES_PER_CELL]}
+
+        def evaluate_sample(sample, todo_rates):
+            return evaluate.evaluate_prompt(lm, sample, compressor, todo_rates, self.plan.protocol,
+                                            keep_example=sample.sample_id in first_ids)
 
         self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
 

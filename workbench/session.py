@@ -63,7 +63,9 @@ def new_cell(spec: CellSpec, plan: Plan, samples_total: int) -> dict:
         "samples_done": 0,
         "samples": [],
         "peak_memory_bytes": None,
+        "load_seconds": None,
         "seconds": 0.0,
+        "examples": [],
     }
 
 
@@ -91,6 +93,13 @@ class Session:
 
     def add_sample(self, key: str, record: dict) -> None:
         cell = self.cells[key]
+        record = dict(record)
+        example = record.pop("example", None)
+        if example is not None:  # what the compressor dropped, kept for a few samples (the Inspect screen)
+            examples = [e for e in cell.setdefault("examples", []) if e["sample_id"] != record["sample_id"]]
+            cell["examples"] = examples + [{"sample_id": record["sample_id"], **example}]
+        if record.get("note") and not cell.get("reason"):
+            cell["reason"] = record["note"]
         cell["samples"] = [s for s in cell["samples"] if s["sample_id"] != record["sample_id"]] + [record]
         cell["samples_done"] = len(cell["samples"])
         cell["path"] = record.get("path", cell["path"])

