@@ -41,10 +41,8 @@ def latency(cell: dict) -> float | None:
 
 
 def status_text(cell: dict) -> str:
+    """Short: the status and, while unfinished, samples done/total (the message is in the detail line)."""
     status = cell.get("status", "pending")
-    if status in ("error", "unavailable"):
-        detail = cell.get("error") or cell.get("reason") or ""
-        return f"{status}: {detail}".rstrip(": ")
     if status != "done" and cell.get("samples_total"):
         return f"{status} {cell.get('samples_done', 0)}/{cell['samples_total']}"
     return status
@@ -69,17 +67,17 @@ class Column:
 COLUMNS: tuple[Column, ...] = (
     Column("dataset", "Dataset", lambda c: c["dataset"], lambda c: c["dataset"], False),
     Column("method", "Method", lambda c: c["method"], lambda c: c["method"], False),
-    Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
     Column("rate", "Rate", lambda c: 1.0 if c["method"] == BASELINE_LABEL else c.get("rate"), rate_text),
     Column("kept", "Kept", lambda c: c.get("kept_fraction"), lambda c: _num(c.get("kept_fraction"), ".3f")),
     Column("ppl", "PPL", lambda c: c.get("ppl"), lambda c: _num(c.get("ppl"), ".3f")),
     Column("dppl", "ΔPPL", lambda c: _baseline_zero(c, "delta_ppl"), lambda c: _num(_baseline_zero(c, "delta_ppl"), ".3f", True)),
     Column("dpct", "ΔPPL%", lambda c: _baseline_zero(c, "delta_ppl_pct"),
            lambda c: _num(_baseline_zero(c, "delta_ppl_pct"), ".1f", True) + ("%" if _baseline_zero(c, "delta_ppl_pct") is not None else "")),
-    Column("score", "Score", lambda c: c.get("score"), lambda c: _num(c.get("score"), ".3f")),
     Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")) if c.get("kv_bytes") is not None else "—"),
     Column("latency", "s/sample", latency, lambda c: _num(latency(c), ".2f")),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
+    Column("score", "Score", lambda c: c.get("score"), lambda c: _num(c.get("score"), ".3f")),
+    Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 
@@ -96,6 +94,16 @@ def sort_cells(cells: list[dict], column: str, reverse: bool = False) -> list[di
     present = [c for c in cells if col.value(c) is not None]
     missing = [c for c in cells if col.value(c) is None]
     return sorted(present, key=col.value, reverse=reverse) + missing
+
+
+def short_path(path) -> str:
+    """A session path as the user would type it: relative to the working directory when inside it."""
+    if path is None:
+        return "not saved"
+    try:
+        return os.path.relpath(path) if not os.path.relpath(path).startswith("..") else str(path)
+    except ValueError:
+        return str(path)
 
 
 # -- plot series ---------------------------------------------------------------------------------

@@ -17,13 +17,16 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioButton, RadioSet, Static
 from textual.widgets.option_list import Option
 
+from workbench.screens.widgets import Radio
+
 DIALOG_CSS = """
-.dialog { width: 76; max-width: 100%; height: auto; max-height: 90%; border: thick $error 80%;
+.dialog { width: 72; max-width: 100%; height: auto; max-height: 90%; border: thick $error 80%;
           background: $surface; padding: 0 1; }
 .dialog.-calm { border: thick $primary 80%; }
 .dialog .title { text-style: bold; width: 100%; padding-bottom: 1; }
 .dialog .buttons { height: auto; align-horizontal: right; padding-top: 1; }
 .dialog .buttons Button { margin-left: 2; }
+.dialog Input { width: 100%; }
 .dialog .hint { color: $text-muted; }
 .dialog .problem { color: $error; }
 .dialog OptionList { height: auto; max-height: 10; }
@@ -49,7 +52,7 @@ class ErrorModal(ModalScreen[None]):
             if self.path:
                 yield Static(f"session: {self.path}", id="error-path", classes="hint", markup=False)
             with Horizontal(classes="buttons"):
-                yield Button("OK", variant="error", id="ok")
+                yield Button("OK", variant="error", id="ok", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#ok", Button).focus()
@@ -75,8 +78,8 @@ class ConfirmModal(ModalScreen[bool]):
         with Vertical(classes="dialog -calm"):
             yield Static(self.question, classes="title", markup=False)
             with Horizontal(classes="buttons"):
-                yield Button(f"{self.yes} (y)", variant="primary", id="yes")
-                yield Button(f"{self.no} (n)", id="no")
+                yield Button(f"{self.yes} (y)", variant="primary", id="yes", compact=True)
+                yield Button(f"{self.no} (n)", id="no", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#yes", Button).focus()
@@ -129,8 +132,8 @@ class PathModal(ModalScreen["str | None"]):
             if self.choices:
                 yield OptionList(*(Option(label, id=path) for label, path in self.choices), id="choices")
             with Horizontal(classes="buttons"):
-                yield Button(self.action, variant="primary", id="ok")
-                yield Button("Cancel", id="cancel")
+                yield Button(self.action, variant="primary", id="ok", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#path", Input).focus()
@@ -180,11 +183,14 @@ class ExportModal(ModalScreen["tuple[str, str] | None"]):
             yield Label("Export results", classes="title")
             with RadioSet(id="format"):
                 for i, (fmt, label) in enumerate(EXPORT_FORMATS):
-                    yield RadioButton(label, value=i == 0, name=fmt)
+                    yield Radio(label, value=i == 0, name=fmt)
             yield Input(f"{self.stem}.csv", id="path")
             with Horizontal(classes="buttons"):
-                yield Button("Export", variant="primary", id="ok")
-                yield Button("Cancel", id="cancel")
+                yield Button("Export", variant="primary", id="ok", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()  # Enter exports CSV at once; shift+tab reaches the formats
 
     def _fmt(self) -> str:
         pressed = self.query_one(RadioSet).pressed_button

@@ -1,21 +1,42 @@
 """Plot widgets: one plotext figure per widget (textual-plotext's PlotextPlot), quality or KV budget
-against rate, one line per method.
+against rate, one line per method, and one shared legend line under the plots.
 
 Lines differ by marker as well as colour, so they stay apart on a 16-colour terminal and in a
-monochrome capture. The plot follows the app's theme ("auto"). Importing this module loads plotext,
-so the screens that plot are imported when first shown, not at start-up.
+monochrome capture. A method keeps its marker and colour in every plot of a screen (``line_styles``),
+which is what lets one legend serve several plots and keeps the plot area free at 80 columns. The plot
+follows the app's theme ("auto"). Importing this module loads plotext, so the screens that plot are
+imported when first shown, not at start-up.
 """
 
 from __future__ import annotations
 
+from rich.text import Text
+from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
 from workbench.screens import data
 
-# Basic ANSI colour names: they survive terminals without true colour.
-COLOURS = ("cyan", "magenta", "green", "yellow", "blue", "red", "white", "cyan+", "magenta+", "green+")
+# The 16 ANSI colours by number (plotext takes 0–255; Rich writes the same code as "color(N)"), so a line
+# and its legend entry look alike on every terminal. Not by name: plotext's "yellow" is not ANSI yellow.
+COLOURS = (6, 5, 2, 3, 4, 1, 14, 13, 10, 11)
 MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%", "=", "~")
 RATE_LABEL = "rate (fraction kept)"
+
+
+def line_styles(labels) -> dict[str, tuple[str, int]]:
+    """label -> (marker, colour), by sorted label: the same method looks the same in every plot."""
+    return {label: (MARKERS[i % len(MARKERS)], COLOURS[i % len(COLOURS)]) for i, label in enumerate(sorted(set(labels)))}
+
+
+class Legend(Static):
+    DEFAULT_CSS = "Legend { height: auto; max-height: 3; padding: 0 1; }"
+
+    def show(self, styles: dict[str, tuple[str, int]]) -> None:
+        text = Text()
+        for label, (marker, colour) in styles.items():
+            text.append(f"{marker} {label}", style=f"bold color({colour})")
+            text.append("   ")
+        self.update(text if styles else Text("(no finished cells to plot yet)", style="dim"))
 
 
 class MetricPlot(PlotextPlot):
@@ -31,32 +52,29 @@ class MetricPlot(PlotextPlot):
         self.title = title
         self.lines: dict[str, list[tuple[float, float]]] = {}
 
-    def draw(self, cells: list[dict], metric: str | None = None, limits=None, title: str | None = None) -> None:
-        """Plot ``cells``' finished figures. ``limits`` = ((xmin, xmax), (ymin, ymax)) to share axes."""
+    def draw(self, cells: list[dict], metric: str | None = None, limits=None, title: str | None = None,
+             styles: dict[str, tuple[str, int]] | None = None) -> None:
+        """Plot ``cells``' finished figures. ``limits`` = ((xmin, xmax), (ymin, ymax)) to share axes;
+        ``styles`` = line_styles(...) shared with the other plots and the legend (else a legend is drawn)."""
         if metric:
             self.metric = metric
         if title is not None:
             self.title = title
         self.lines = data.series(cells, self.metric)
-        self._draw(limits)
-
-    def _draw(self, limits) -> None:
         plt = self.plt
         plt.clear_figure()
-        label = data.METRICS[self.metric][0]
-        heading = self.title or f"{label} vs rate"
-        if not self.lines:
-            heading += " — no finished cells yet"
-        plt.title(heading)
-        for i, (name, pts) in enumerate(sorted(self.lines.items())):
-            xs, ys = [x for x, _ in pts], [y for _, y in pts]
-            plt.plot(xs, ys, label=name, marker=MARKERS[i % len(MARKERS)], color=COLOURS[i % len(COLOURS)])
+        heading = self.title or f"{data.METRICS[self.metric][0]} vs rate"
+        plt.title(heading if self.lines else f"{heading}: no finished cells yet")
+        own = styles is None
+        styles = styles or line_styles(self.lines)
+        for name, pts in sorted(self.lines.items()):
+            marker, colour = styles.get(name, ("•", 7))
+            plt.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, color=colour, label=name if own else None)
         plt.xlabel(RATE_LABEL)
         if limits:
             (x0, x1), (y0, y1) = limits
             plt.xlim(x0, x1)
             plt.ylim(y0, y1)
         elif self.lines:
-            xs = [x for pts in self.lines.values() for x, _ in pts]
-            plt.xlim(min(xs + [0.0]), 1.0)
+            plt.xlim(min([x for pts in self.lines.values() for x, _ in pts] + [0.0]), 1.0)
         self.refresh()

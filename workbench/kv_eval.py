@@ -327,3 +327,40 @@ def chunked_nll(model, ids: torch.Tensor, chunk_size: int, name: str | None = No
             scored += end - begin
     _sync(model)
     return nll, scored, cache, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Greedy generation after a (compressed) context, for task scores
+
+
+def generate(model, cache, prompt_ids: torch.Tensor, start_position: int, max_new_tokens: int, eos_ids: set[int],
+             press=None) -> tuple[list[int], float]:
+    """Feed ``prompt_ids`` (1, Q) — the uncompressed question — on top of the cache, then decode greedily.
+
+    Positions continue from ``start_position``. Decoding presses run under ``press`` (they compress while
+    decoding). Returns (generated token ids without the stop token, seconds).
+    """
+    positions = torch.arange(start_position, start_position + prompt_ids.shape[1], device=prompt_ids.device).unsqueeze(0)
+    out: list[int] = []
+    _sync(model)
+    start = time.perf_counter()
+    stepwise = not _uniform_layers(cache)
+    with torch.inference_mode(), (press(model) if press is not None else nullcontext()):
+        if stepwise:  # layers of different lengths: one token at a time (see continuation_nll)
+            for i in range(prompt_ids.shape[1]):
+                logits = model(input_ids=prompt_ids[:, i : i + 1], past_key_values=cache, position_ids=positions[:, i : i + 1],
+                               use_cache=True, logits_to_keep=1).logits
+        else:
+            logits = model(input_ids=prompt_ids, past_key_values=cache, position_ids=positions, use_cache=True, logits_to_keep=1).logits
+        position = start_position + prompt_ids.shape[1]
+        for _ in range(max_new_tokens):
+            token = int(logits[0, -1].argmax())
+            if token in eos_ids:
+                break
+            out.append(token)
+            step = torch.tensor([[token]], device=prompt_ids.device)
+            logits = model(input_ids=step, past_key_values=cache, position_ids=torch.tensor([[position]], device=prompt_ids.device),
+                           use_cache=True, logits_to_keep=1).logits
+            position += 1
+    _sync(model)
+    return out, time.perf_counter() - start

@@ -17,6 +17,7 @@ CELL_METRICS = (
     "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_ppl", "delta_ppl_pct", "delta_nll",
     "kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical",
     "prefill_seconds", "scoring_seconds", "compression_seconds", "seconds", "peak_memory_bytes",
+    "score", "score_stderr", "delta_score", "metric",
 )
 
 
@@ -27,20 +28,22 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
     cell's per-sample records by sample_id; deltas are computed over the samples both have, so a
     partially finished cell is still compared on the same tokens.
     """
-    done = [s for s in samples if s.get("n_tokens")]
+    done = [s for s in samples if s.get("n_tokens") or s.get("score") is not None]
     if not done:
         return {}
-    tokens = sum(s["n_tokens"] for s in done)
-    nll = sum(s["nll_sum"] for s in done) / tokens
-    per_sample = [s["nll_sum"] / s["n_tokens"] for s in done]
-    stderr = _stderr(per_sample)
-    out = {
-        "nll": nll,
-        "nll_stderr": stderr,
-        "ppl": math.exp(nll),
-        "ppl_stderr": math.exp(nll) * stderr if stderr is not None else None,  # delta method
-        "tokens_scored": tokens,
-    }
+    out: dict = {"tokens_scored": sum(s.get("n_tokens") or 0 for s in done)}
+    scored = [s for s in done if s.get("n_tokens")]
+    if scored:
+        tokens = out["tokens_scored"]
+        nll = sum(s["nll_sum"] for s in scored) / tokens
+        stderr = _stderr([s["nll_sum"] / s["n_tokens"] for s in scored])
+        out.update(nll=nll, nll_stderr=stderr, ppl=math.exp(nll),
+                   ppl_stderr=math.exp(nll) * stderr if stderr is not None else None)  # delta method
+    tasks = [s for s in done if s.get("score") is not None]
+    if tasks:  # task protocol: mean score in [0, 1] (accuracy, exact match, ROUGE-L or F1)
+        out["score"] = sum(s["score"] for s in tasks) / len(tasks)
+        out["score_stderr"] = _stderr([s["score"] for s in tasks])
+        out["metric"] = tasks[0].get("metric")
     for key in ("kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical"):
         values = [s[key] for s in done if s.get(key) is not None]
         out[key] = sum(values) / len(values) if values else None
@@ -49,8 +52,12 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
     compression = [s["compression_seconds"] for s in done if s.get("compression_seconds") is not None]
     out["compression_seconds"] = sum(compression) / len(compression) if compression else None  # per prompt
     out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"] + sum(compression)
-    if baseline:
-        shared = [s for s in done if s["sample_id"] in baseline and baseline[s["sample_id"]].get("n_tokens")]
+    if baseline and tasks:
+        both = [s for s in tasks if baseline.get(s["sample_id"], {}).get("score") is not None]
+        if both:
+            out["delta_score"] = sum(s["score"] - baseline[s["sample_id"]]["score"] for s in both) / len(both)
+    if baseline and scored:
+        shared = [s for s in scored if s["sample_id"] in baseline and baseline[s["sample_id"]].get("n_tokens")]
         if shared:
             b_tokens = sum(baseline[s["sample_id"]]["n_tokens"] for s in shared)
             b_nll = sum(baseline[s["sample_id"]]["nll_sum"] for s in shared) / b_tokens

@@ -19,7 +19,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = ("context-continuation", "chunked")
+PROTOCOLS = ("context-continuation", "chunked", "task")
 _PROTOCOL_ALIASES = {
     "context→continuation": "context-continuation",
     "context->continuation": "context-continuation",
@@ -56,6 +56,12 @@ class ProtocolSpec:
     continuation_tokens: int = 128
     # chunked only: tokens per forward pass; the cache is compressed after every chunk.
     chunk_size: int | None = None
+    # task only: greedy generation budget (None: the task's default), needle depths (fractions of the
+    # context), few-shot demonstrations (GSM8K), and whether question-aware compressors see the question.
+    max_new_tokens: int | None = None
+    depths: list[float] | None = None
+    n_shots: int = 4
+    question_aware: bool = False
 
     @property
     def window_tokens(self) -> int:
@@ -118,6 +124,8 @@ class Plan:
         p = self.protocol
         if p.name == "chunked":
             per_eval = math.ceil(p.window_tokens / (p.chunk_size or 1))
+        elif p.name == "task":
+            per_eval = 2 + (p.max_new_tokens or 32)  # prefill, question, one pass per generated token
         else:
             per_eval = 2  # one prefill + one continuation pass
         baseline = n_samples * per_eval
@@ -209,7 +217,8 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     if isinstance(value, str):
         value = {"name": value}
     _expect(isinstance(value, dict), "expected a protocol name or object", source, path)
-    unknown = set(value) - {"name", "context_tokens", "continuation_tokens", "chunk_size"}
+    unknown = set(value) - {"name", "context_tokens", "continuation_tokens", "chunk_size", "max_new_tokens", "depths", "n_shots",
+                            "question_aware"}
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}", source, path)
     name = _PROTOCOL_ALIASES.get(value.get("name", "context-continuation"), value.get("name", "context-continuation"))
     _expect(name in PROTOCOLS, f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}", source, f"{path}.name")
@@ -222,6 +231,22 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
         spec.chunk_size = _as_int(value.get("chunk_size", 128), source, f"{path}.chunk_size")
     else:
         _expect(value.get("chunk_size") is None, "chunk_size applies to the 'chunked' protocol only", source, f"{path}.chunk_size")
+    task_keys = ("max_new_tokens", "depths", "question_aware")
+    if name != "task":
+        for key in task_keys:
+            _expect(value.get(key) in (None, False), f"{key} applies to the 'task' protocol only", source, f"{path}.{key}")
+        return spec
+    if value.get("max_new_tokens") is not None:
+        spec.max_new_tokens = _as_int(value["max_new_tokens"], source, f"{path}.max_new_tokens")
+    spec.n_shots = _as_int(value.get("n_shots", 4), source, f"{path}.n_shots", minimum=0)
+    depths = value.get("depths")
+    if depths is not None:
+        _expect(isinstance(depths, list) and depths and all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in depths),
+                "depths are fractions of the context in [0, 1]", source, f"{path}.depths")
+        spec.depths = [float(d) for d in depths]
+    qa = value.get("question_aware", False)
+    _expect(isinstance(qa, bool), "expected true or false", source, f"{path}.question_aware")
+    spec.question_aware = qa
     return spec
 
 
@@ -306,7 +331,14 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         seen[m.label] = i
     for i, m in enumerate(m_specs):
         if m.family == "prompt":
-            _expect(protocol.name == "context-continuation", "prompt compressors need the context-continuation protocol", source, f"methods[{i}]")
+            _expect(protocol.name != "chunked", "prompt compressors need the context-continuation or task protocol", source, f"methods[{i}]")
+    if protocol.name == "task":
+        from workbench import tasks
+
+        for i, ds in enumerate(ds_specs):
+            _expect(tasks.task_for_dataset(ds.name) is not None,
+                    f"{ds.name} has no task (task datasets: gsm8k, paulgraham (needle), meetingbank, QA files with context/question/answers)",
+                    source, f"datasets[{i}].name")
 
     shared = data.get("shared_prefill", True)
     _expect(isinstance(shared, bool), "expected true or false", source, "shared_prefill")

@@ -9,7 +9,7 @@ import math
 
 from workbench.plan import BASELINE_LABEL
 
-COLUMNS = ("Method", "Rate", "PPL", "ΔPPL", "ΔPPL %", "Kept", "KV bytes", "Time", "Path", "Status")
+COLUMNS = ("Method", "Rate", "PPL", "ΔPPL", "ΔPPL %", "Score", "ΔScore", "Kept", "KV bytes", "Time", "Path", "Status")
 
 
 def human_bytes(n: float | None) -> str:
@@ -51,6 +51,8 @@ def cell_row(cell: dict) -> dict:
         "ΔPPL": "+0.000" if baseline and cell.get("ppl") is not None else _num(cell.get("delta_ppl"), ".3f", True),
         "ΔPPL %": "+0.00%" if baseline and cell.get("ppl") is not None else (
             _num(cell.get("delta_ppl_pct"), ".2f", True) + "%" if cell.get("delta_ppl_pct") is not None else "—"),
+        "Score": _num(cell.get("score"), ".3f"),
+        "ΔScore": "+0.000" if baseline and cell.get("score") is not None else _num(cell.get("delta_score"), ".3f", True),
         "Kept": _num(cell.get("kept_fraction"), ".3f"),
         "KV bytes": human_bytes(cell.get("kv_bytes")),
         "Time": f"{cell['seconds']:.1f}s" if cell.get("seconds") else "—",
@@ -71,16 +73,23 @@ def text_table(session, max_status: int = 60) -> str:
     blocks = []
     for dataset, cells in rows_by_dataset(session).items():
         rows = [cell_row(c) for c in cells]
+        columns = [c for c in COLUMNS if c not in _empty_columns(rows)]
         for r in rows:
             if len(r["Status"]) > max_status:
                 r["Status"] = r["Status"][: max_status - 1] + "…"
-        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
+        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
         right = {"PPL", "ΔPPL", "ΔPPL %", "Kept", "KV bytes", "Time"}
-        fmt = lambda r: "  ".join(r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c]) for c in COLUMNS).rstrip()
-        header = fmt({c: c for c in COLUMNS})
+        right |= {"Score", "ΔScore"}
+        fmt = lambda r: "  ".join(r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c]) for c in columns).rstrip()
+        header = fmt({c: c for c in columns})
         title = f"{session.plan.model} · {dataset} · {session.plan.protocol.name}"
         blocks.append("\n".join([title, header, "-" * len(header), *(fmt(r) for r in rows)]))
     return "\n\n".join(blocks) + "\n"
+
+
+def _empty_columns(rows: list[dict]) -> set[str]:
+    """Perplexity columns of a task session, score columns of a perplexity session: left out of text tables."""
+    return {c for c in ("PPL", "ΔPPL", "ΔPPL %", "Score", "ΔScore") if all(r[c] in ("—", "+0.000", "+0.00%") for r in rows)}
 
 
 def markdown_table(session) -> str:
@@ -96,7 +105,8 @@ def markdown_table(session) -> str:
 EXPORT_KEYS = ("model", "dataset", "method", "name", "family", "rate", "status", "path", "samples_done", "samples_total",
                "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_nll", "delta_ppl", "delta_ppl_pct", "kept_fraction",
                "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical", "prefill_seconds",
-               "scoring_seconds", "seconds", "peak_memory_bytes", "reason", "error")
+               "scoring_seconds", "compression_seconds", "load_seconds", "seconds", "peak_memory_bytes", "score", "score_stderr",
+               "delta_score", "metric", "reason", "error")
 
 
 def summary(cell: dict) -> dict:

@@ -105,8 +105,7 @@ class _Run:
                 if self.cancel.is_set():
                     break
                 try:
-                    samples = datasets.lm_samples(ds.name, lm.tokenizer, ds.samples, self.plan.protocol.context_tokens,
-                                                  self.plan.protocol.continuation_tokens, ds.seed)
+                    samples = self._samples(lm, ds)
                 except Exception as err:  # an unusable dataset fails its own cells only
                     for c in s.cells.values():
                         if c["dataset"] == ds.name and c["status"] not in ("done", "unavailable"):
@@ -130,6 +129,29 @@ class _Run:
                                                         "elapsed": time.monotonic() - self.started}))
         return s
 
+    def _samples(self, lm, ds) -> list:
+        """Token windows for the perplexity protocols; question/answer samples for the task protocol."""
+        from workbench import datasets, tasks
+
+        p = self.plan.protocol
+        if p.name == "task":
+            def count_tokens(text: str) -> int:
+                return len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+            return tasks.task_samples(ds.name, ds.samples, ds.seed, count_tokens=count_tokens, context_tokens=p.context_tokens,
+                                      depths=p.depths, n_shots=p.n_shots)
+        return datasets.lm_samples(ds.name, lm.tokenizer, ds.samples, p.context_tokens, p.continuation_tokens, ds.seed)
+
+    def _evaluator(self):
+        """The module measuring one sample: perplexity (evaluate) or task score (task_eval); same functions."""
+        if self.plan.protocol.name == "task":
+            from workbench import task_eval
+
+            return task_eval
+        from workbench import evaluate
+
+        return evaluate
+
     def _ordered_methods(self) -> list[MethodSpec]:
         """sdpa methods first, eager ones together at the end: one switch of attention at most."""
         from workbench.methods import presses
@@ -143,8 +165,7 @@ class _Run:
         return {r: CellSpec(self.plan.model, dataset, label, family, r).key for r in rates}
 
     def run_baseline(self, lm, dataset: str, samples: list) -> None:
-        from workbench import evaluate
-
+        evaluate = self._evaluator()
         key = CellSpec(self.plan.model, dataset, BASELINE_LABEL, "baseline", 1.0).key
         if self.session.cells[key]["status"] == "done":
             return
@@ -155,6 +176,8 @@ class _Run:
     def run_method(self, lm, dataset: str, samples: list, method: MethodSpec) -> None:
         from workbench import evaluate
         from workbench.methods import presses
+
+        measure = self._evaluator()
 
         rates = method.rates if method.rates is not None else self.plan.rates
         keys = {r: k for r, k in self._cells(dataset, method.label, method.family, rates).items()
@@ -175,15 +198,15 @@ class _Run:
             self.session.cells[k]["reason"] = why
 
         def evaluate_sample(sample, todo_rates):
-            return evaluate.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
+            return measure.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
 
         self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
 
     def run_compressor(self, lm, samples: list, method: MethodSpec, keys: dict) -> None:
         """A prompt compressor: loaded once per method (its load time recorded), then sample by sample."""
-        from workbench import evaluate
         from workbench.methods.prompt import COMPRESSORS, build_compressor
 
+        evaluate = self._evaluator()
         lm.set_attention("sdpa")
         hub = COMPRESSORS[method.name].needs_hub
         try:

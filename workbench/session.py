@@ -216,9 +216,11 @@ class Session:
             if cell["key"] not in session.cells:
                 raise SessionError(f"{source}: field '{where}.key': {cell['key']!r} is not a cell of the session's plan")
             for j, s in enumerate(cell["samples"]):
-                if not (isinstance(s, dict) and isinstance(s.get("sample_id"), str) and isinstance(s.get("n_tokens"), int)
-                        and isinstance(s.get("nll_sum"), (int, float))):
-                    raise SessionError(f"{source}: field '{where}.samples[{j}]': needs sample_id, nll_sum and n_tokens")
+                scored = isinstance(s, dict) and isinstance(s.get("n_tokens"), int) and (
+                    s["n_tokens"] == 0 or isinstance(s.get("nll_sum"), (int, float)))
+                task = isinstance(s, dict) and (s.get("score") is None or isinstance(s.get("score"), (int, float)))
+                if not (isinstance(s, dict) and isinstance(s.get("sample_id"), str) and scored and task):
+                    raise SessionError(f"{source}: field '{where}.samples[{j}]': needs sample_id, n_tokens with nll_sum, or a score")
             session.cells[cell["key"]].update(cell)
         return session
 

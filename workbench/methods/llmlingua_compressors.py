@@ -17,6 +17,10 @@ four things that stop llmlingua 0.2.2 from running offline under transformers 5,
    official checkpoint name of the family (detected from the name, else from ``config.model_type``, or given
    as ``family=``), so a local folder of either family works.
 
+Two smaller things, also from the outside: the scoring tokenizer decodes without clean-up (llmlingua assumes
+decode inverts encode; see :class:`_ExactDecodeTokenizer`), and LLMLingua-2's initialisation, which reseeds every
+global RNG, leaves the process's random streams as they were.
+
 Rates: the workbench's rate is the fraction of the context *kept*; llmlingua's ``rate`` means the same
 (compressed size / original size), so it is passed through unchanged. llmlingua counts LLMLingua-1 budgets in
 the compressor model's tokens and LLMLingua-2 cuts in GPT (cl100k) tokens; the figures it reports
@@ -27,6 +31,7 @@ Nothing heavy (torch, transformers, llmlingua) is imported until a compressor lo
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -46,7 +51,7 @@ GPT_TOKENIZER = "tiktoken cl100k_base (GPT-3.5/4)"
 _WORD_SEP, _LABEL_SEP = "\x1e", "\x1f"
 
 
-# --- the four offline fixes -----------------------------------------------------------------------------
+# --- stand-ins around llmlingua: the offline fixes, and the score memo for compress_rates -------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -122,6 +127,33 @@ class _ScoreMemo:
 
     def clear(self) -> None:
         self._memo.clear()
+
+
+class _ExactDecodeTokenizer:
+    """Stands in front of the scoring model's tokenizer so that ``decode`` inverts ``encode`` exactly, as llmlingua
+    assumes (LongLLMLingua's ``get_prefix_length`` asserts it): no ``clean_up_tokenization_spaces``, which would turn
+    " ," into "," (the GGUF-derived SmolLM2 tokenizer enables it; WikiText is full of " , "). The compressed text
+    then is the original with tokens deleted and nothing else changed. The shared tokenizer itself is untouched."""
+
+    def __init__(self, tokenizer):
+        self.wrapped = tokenizer
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __call__(self, *args, **kwargs):
+        return self.wrapped(*args, **kwargs)
+
+    def __len__(self):
+        return len(self.wrapped)
+
+    def decode(self, *args, **kwargs):
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        return self.wrapped.decode(*args, **kwargs)
+
+    def batch_decode(self, *args, **kwargs):
+        kwargs.setdefault("clean_up_tokenization_spaces", False)
+        return self.wrapped.batch_decode(*args, **kwargs)
 
 
 _ABBREVIATIONS = frozenset(
@@ -248,11 +280,11 @@ class LLMLingua2Compressor(PromptCompressor):
     def __init__(self, model_name: str = LLMLINGUA2_FAMILIES["bert-base-multilingual-cased"],
                  force_tokens: list[str] | None = None, device: str = "auto", family: str | None = None,
                  force_reserve_digit: bool = False, drop_consecutive: bool = False, token_to_word: str = "mean",
-                 max_batch_size: int = 50, chunk_end_tokens: list[str] | None = None, **params):
+                 max_batch_size: int = 50, chunk_end_tokens: list[str] | None = None):
         super().__init__(model_name=model_name, force_tokens=force_tokens, device=device, family=family,
                          force_reserve_digit=force_reserve_digit, drop_consecutive=drop_consecutive,
                          token_to_word=token_to_word, max_batch_size=max_batch_size,
-                         chunk_end_tokens=chunk_end_tokens, **params)
+                         chunk_end_tokens=chunk_end_tokens)
         if family is not None and family not in LLMLINGUA2_FAMILIES:
             raise ValueError(f"Unknown LLMLingua-2 family '{family}': use one of {', '.join(LLMLINGUA2_FAMILIES)}.")
         self.model_name = model_name
@@ -263,8 +295,9 @@ class LLMLingua2Compressor(PromptCompressor):
         self._lock = threading.RLock()
 
     def _load(self, evaluated_model) -> None:
-        from workbench.models import ModelLoadError, classify_model_spec, resolve_device_dtype
+        from workbench.models import ModelLoadError, _quiet_transformers, classify_model_spec, resolve_device_dtype
 
+        _quiet_transformers()
         device, _ = resolve_device_dtype(self.params["device"], "auto")
         kind = classify_model_spec(self.model_name)
         if kind not in ("folder", "hub"):
@@ -287,7 +320,7 @@ class LLMLingua2Compressor(PromptCompressor):
                 f"Could not load the LLMLingua-2 model '{self.model_name}' ({type(err).__name__}: "
                 f"{str(err).strip().splitlines()[0][:200] if str(err).strip() else ''}): download it once with "
                 f"`hf download {self.model_name}` (with network access), or pass a local folder.") from None
-        with _kept_rng_state():  # init_llmlingua2 seeds every global RNG with 42; other methods keep their streams
+        with _rng_state_kept():  # init_llmlingua2 seeds every global RNG with 42; other methods keep their streams
             obj.init_llmlingua2(max_batch_size=self.params["max_batch_size"])
         # llmlingua 0.2.2 chooses its word-merging rules by substring of model_name, and reads model_name for
         # nothing else after loading: name the family's official checkpoint so a local folder works too.
@@ -359,30 +392,16 @@ def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]]
 # --- LLMLingua-1 and LongLLMLingua ---------------------------------------------------------------------
 
 
-class LLMLingua1Compressor(PromptCompressor):
-    """LLMLingua: a small causal LM scores tokens by perplexity, iteratively per ``iterative_size`` tokens, and
-    drops the most predictable ones until the budget is met.
+class _CausalLMLingua(PromptCompressor):
+    """What LLMLingua-1 and LongLLMLingua share: a causal scoring model (loaded here or reused) behind llmlingua."""
 
-    ``rate`` = fraction of the context kept, budgeted by llmlingua in the scoring model's tokens.
-    ``model_name``: any causal LM the workbench can load ("smollm2-135m", a .gguf, a folder, a hub id), or
-    "evaluated" to score with the model under evaluation; a name equal to the evaluated model's spec reuses that
-    loaded model instead of loading it again. ``device``/``dtype`` apply when the model is loaded here."""
-
-    name = "llmlingua"
-    supports_question = False
-    rank_method = "llmlingua"
-
-    def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
-                 iterative_size: int = 200, use_sentence_level_filter: bool = False, keep_split: bool = False,
-                 compress_kwargs: dict | None = None, **params):
-        super().__init__(model_name=model_name, device=device, dtype=dtype, iterative_size=iterative_size,
-                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
-                         compress_kwargs=dict(compress_kwargs or {}), **params)
-        self.model_name = model_name
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.model_name = params["model_name"]
         self.llmlingua = None
         self.scoring_model = None  # the workbench LoadedModel llmlingua scores with
         self.reused_evaluated_model = False
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # llmlingua's compressor keeps per-call state: one call at a time
 
     def _load(self, evaluated_model) -> None:
         name = (self.model_name or "evaluated").strip()
@@ -397,11 +416,8 @@ class LLMLingua1Compressor(PromptCompressor):
         self.llmlingua = _llmlingua_on_loaded(loaded)
 
     def _call(self, text: str, rate: float, question: str | None) -> tuple[dict, dict]:
-        kwargs = {"rate": rate, "iterative_size": self.params["iterative_size"],
-                  "use_sentence_level_filter": self.params["use_sentence_level_filter"],
-                  "keep_split": self.params["keep_split"], "rank_method": self.rank_method}
-        kwargs.update(self.params["compress_kwargs"])
-        return self.llmlingua.compress_prompt([text], **kwargs), {}
+        """llmlingua's result dict, and extra figures for ``own``."""
+        raise NotImplementedError
 
     def _compress(self, text: str, rate: float, question: str | None) -> Compressed:
         _check_rate(rate)
@@ -414,53 +430,84 @@ class LLMLingua1Compressor(PromptCompressor):
         return Compressed(text=compressed, dropped=align_dropped(text, compressed), own=_own_figures(result, **extra))
 
 
-class LongLLMLinguaCompressor(LLMLingua1Compressor):
+class LLMLingua1Compressor(_CausalLMLingua):
+    """LLMLingua: a small causal LM scores tokens by perplexity, iteratively per ``iterative_size`` tokens, and
+    drops the most predictable ones until the budget is met.
+
+    ``rate`` = fraction of the context kept, passed to llmlingua as its ``rate`` (same meaning; llmlingua budgets
+    in the scoring model's tokens). ``model_name``: any causal LM the workbench can load ("smollm2-135m", a .gguf,
+    a folder, a hub id), or "evaluated" to score with the model under evaluation; a name equal to the evaluated
+    model's spec reuses that loaded model instead of loading it again. ``device``/``dtype`` apply when the model is
+    loaded here. ``compress_kwargs``: further arguments for llmlingua's ``compress_prompt``, passed as they are."""
+
+    name = "llmlingua-1"
+    supports_question = False  # LLMLingua-1 does not condition on a question; it is ignored
+
+    def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
+                 iterative_size: int = 200, use_sentence_level_filter: bool = False, keep_split: bool = False,
+                 compress_kwargs: dict | None = None):
+        super().__init__(model_name=model_name, device=device, dtype=dtype, iterative_size=iterative_size,
+                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
+                         compress_kwargs=dict(compress_kwargs or {}))
+
+    def _call(self, text: str, rate: float, question: str | None) -> tuple[dict, dict]:
+        kwargs = {"rate": rate, "iterative_size": self.params["iterative_size"],
+                  "use_sentence_level_filter": self.params["use_sentence_level_filter"],
+                  "keep_split": self.params["keep_split"], "rank_method": "llmlingua",
+                  **self.params["compress_kwargs"]}
+        return self.llmlingua.compress_prompt([text], **kwargs), {}
+
+
+class LongLLMLinguaCompressor(_CausalLMLingua):
     """LongLLMLingua: LLMLingua made question-aware. The text is split into documents (``chunk``: 'paragraph'
     = blank-line separated, 'sentence', or 'none'); documents are ranked by how well they predict the question
-    (coarse filter), and tokens by perplexity contrasted with and without the question (fine filter).
+    (coarse filter, ``rank_method``), and tokens by perplexity contrasted with and without the question (fine
+    filter, ``condition_in_question``/``condition_compare``). Defaults follow llmlingua's LongLLMLingua example,
+    except ``reorder_context='original'``: reordering ('sort') moves documents, and the dropped spans are then
+    only approximate.
 
-    ``rate`` = fraction of the context kept: llmlingua gets ``target_token = rate`` x the context's tokens (in
-    the scoring model's tokenizer), so the question's length does not enlarge the budget. The question
-    conditions the scoring but is not part of the returned text. ``reorder_context`` other than 'original'
-    reorders documents, and the dropped spans are then only approximate."""
+    ``rate`` = fraction of the context kept: llmlingua gets ``target_token = rate`` x the context's tokens (in the
+    scoring model's tokenizer), so the question's length does not enlarge the budget. The question conditions the
+    scoring but is not part of the returned text; a sample without a question is refused (ValueError)."""
 
     name = "longllmlingua"
     supports_question = True
-    rank_method = "longllmlingua"
 
     def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
-                 chunk: str = "paragraph", condition_in_question: str = "after_condition",
-                 condition_compare: bool = True, reorder_context: str = "original",
-                 dynamic_context_compression_ratio: float = 0.3, context_budget: str = "+100",
-                 iterative_size: int = 200, use_sentence_level_filter: bool = False, keep_split: bool = False,
-                 compress_kwargs: dict | None = None, **params):
+                 chunk: str = "paragraph", rank_method: str = "longllmlingua",
+                 condition_in_question: str = "after_condition", condition_compare: bool = True,
+                 reorder_context: str = "original", dynamic_context_compression_ratio: float = 0.3,
+                 context_budget: str = "+100", iterative_size: int = 200, use_sentence_level_filter: bool = False,
+                 keep_split: bool = False, compress_kwargs: dict | None = None):
         if chunk not in ("paragraph", "sentence", "none"):
             raise ValueError(f"Unknown chunk '{chunk}': use paragraph, sentence or none.")
-        super().__init__(model_name=model_name, device=device, dtype=dtype, iterative_size=iterative_size,
-                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
-                         compress_kwargs=compress_kwargs, chunk=chunk, condition_in_question=condition_in_question,
-                         condition_compare=condition_compare, reorder_context=reorder_context,
+        super().__init__(model_name=model_name, device=device, dtype=dtype, chunk=chunk, rank_method=rank_method,
+                         condition_in_question=condition_in_question, condition_compare=condition_compare,
+                         reorder_context=reorder_context,
                          dynamic_context_compression_ratio=dynamic_context_compression_ratio,
-                         context_budget=context_budget, **params)
+                         context_budget=context_budget, iterative_size=iterative_size,
+                         use_sentence_level_filter=use_sentence_level_filter, keep_split=keep_split,
+                         compress_kwargs=dict(compress_kwargs or {}))
 
     def _call(self, text: str, rate: float, question: str | None) -> tuple[dict, dict]:
         if not (question or "").strip():
-            raise ValueError("LongLLMLingua compresses with respect to a question: this sample has none "
-                             "(use llmlingua or llmlingua-2 for question-less data).")
+            raise ValueError("LongLLMLingua compresses with respect to a question and this sample has none: use it "
+                             "with a question-aware task protocol, or llmlingua-1 / llmlingua-2 for question-less data.")
         documents = _documents(text, self.params["chunk"])
         llm = self.llmlingua
-        context_tokens = sum(llm.get_token_length(d) for d in documents)
-        target_token = rate * context_tokens
+        target_token = rate * sum(llm.get_token_length(d) for d in documents)
         kwargs = {"question": question, "target_token": target_token, "concate_question": False,
-                  "iterative_size": self.params["iterative_size"], "rank_method": self.rank_method,
-                  "use_sentence_level_filter": self.params["use_sentence_level_filter"],
-                  "keep_split": self.params["keep_split"],
-                  **{k: self.params[k] for k in ("condition_in_question", "condition_compare", "reorder_context",
-                                                 "dynamic_context_compression_ratio", "context_budget")}}
-        kwargs.update(self.params["compress_kwargs"])
+                  **{k: self.params[k] for k in ("rank_method", "condition_in_question", "condition_compare",
+                                                 "reorder_context", "dynamic_context_compression_ratio",
+                                                 "context_budget", "iterative_size", "use_sentence_level_filter",
+                                                 "keep_split")},
+                  **self.params["compress_kwargs"]}
+        llm.context_idxs.clear()  # llmlingua appends each call's document ranking here and never empties it
         result = llm.compress_prompt(documents, **kwargs)
+        ranking = [int(i) for i in llm.context_idxs[-1]] if llm.context_idxs else None  # None: one document
+        llm.context_idxs.clear()
         return result, {"documents": len(documents), "llmlingua_target_token": round(target_token, 1),
-                        "documents_kept_order": list(llm.context_idxs[-1]) if llm.context_idxs else None}
+                        "llmlingua_document_ranking": ranking}
 
 
 def _documents(text: str, chunk: str) -> list[str]:
@@ -477,11 +524,12 @@ def _documents(text: str, chunk: str) -> list[str]:
 def _llmlingua_on_loaded(loaded):
     """An llmlingua PromptCompressor (use_llmlingua2=False) that scores with an already loaded workbench model,
     set up as llmlingua's ``load_model`` would set it up, except that the tokenizer's padding side and pad id are
-    left alone (llmlingua never pads a batch on this path, and the tokenizer may be shared)."""
+    left alone (llmlingua never pads a batch on this path, and the tokenizer may be shared) and that it decodes
+    exactly (:class:`_ExactDecodeTokenizer`)."""
     obj = _bare_llmlingua(loaded.spec, use_llmlingua2=False)
     config = loaded.model.config
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    obj.tokenizer = loaded.tokenizer
+    obj.tokenizer = _ExactDecodeTokenizer(loaded.tokenizer)
     obj.model = _LegacyCacheLM(loaded.model)
     obj.device = loaded.device
     obj.context_idxs = []
@@ -510,32 +558,27 @@ def _hub_offline() -> bool:
     return models._hf_offline() or not models._hub_reachable()
 
 
-class _kept_rng_state:
-    """Restore Python's, NumPy's and torch's global RNG states on exit (llmlingua reseeds them all)."""
+@contextlib.contextmanager
+def _rng_state_kept():
+    """Restore Python's, NumPy's and torch's global RNG states (and PYTHONHASHSEED) on exit: llmlingua-2's
+    initialisation reseeds them all with 42, which would silently change other methods' random streams."""
+    import random
 
-    def __enter__(self):
-        import random
+    import numpy as np
+    import torch
 
-        import numpy as np
-        import torch
-        self._states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-                        torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-        self._hashseed = os.environ.get("PYTHONHASHSEED")
-        return self
-
-    def __exit__(self, *exc):
-        import random
-
-        import numpy as np
-        import torch
-        py, npy, cpu, cuda = self._states
-        random.setstate(py)
-        np.random.set_state(npy)
-        torch.set_rng_state(cpu)
-        if cuda is not None:
-            torch.cuda.set_rng_state_all(cuda)
-        if self._hashseed is None:
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    hashseed = os.environ.get("PYTHONHASHSEED")
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+        if hashseed is None:
             os.environ.pop("PYTHONHASHSEED", None)
         else:
-            os.environ["PYTHONHASHSEED"] = self._hashseed
-        return False
+            os.environ["PYTHONHASHSEED"] = hashseed

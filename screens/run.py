@@ -1,0 +1,177 @@
+"""Progress: the run in the worker — bars for the run and the current cell, ETA, device memory, live
+plots of quality and KV budget against rate, and a log where failing cells show their error.
+
+Everything here reads the app's RunState and cell copies, which only the main thread writes. Labels
+follow every run event (they are cheap); plots are redrawn by a timer at most four times a second,
+and only when a cell has finished since the last drawing.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
+
+from workbench.screens import data
+from workbench.screens.widgets import ViewBar
+from workbench.screens.plots import Legend, MetricPlot, line_styles
+
+QUALITY_METRICS = ("dppl", "dpct", "ppl", "score")
+BUDGET_METRICS = ("tokens", "bytes", "kept")
+PLOT_INTERVAL = 0.25  # seconds: at most four redraws a second, however fast cells finish
+
+
+def clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class RunScreen(Screen):
+    DEFAULT_CSS = """
+    RunScreen #status { height: 1; padding: 0 1; background: $boost; }
+    RunScreen .progress { height: 1; padding: 0 1; }
+    RunScreen .progress > Label { width: 5; }
+    RunScreen .progress > ProgressBar { width: auto; }
+    RunScreen .progress > Bar { width: 1fr; }
+    RunScreen .progress > .ptext { width: 1fr; padding-left: 1; }
+    RunScreen #device { height: 1; padding: 0 1; color: $text-muted; }
+    RunScreen #plots { height: 1fr; min-height: 8; }
+    RunScreen #log { height: 4; border-top: solid $primary 50%; }
+    """
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel run"),
+        Binding("ctrl+c", "cancel", "Cancel run", show=False, priority=True),
+        Binding("m", "cycle_quality", "Metric"),
+        Binding("b", "cycle_budget", "Budget unit"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield ViewBar("run")
+        yield Static("", id="status", markup=False)
+        with Horizontal(classes="progress"):
+            yield Label("run")
+            yield ProgressBar(id="run-bar", show_eta=False)
+            yield Static("", id="run-text", classes="ptext", markup=False)
+        with Horizontal(classes="progress"):
+            yield Label("cell")
+            yield ProgressBar(id="cell-bar", show_eta=False)
+            yield Static("", id="cell-text", classes="ptext", markup=False)
+        yield Static("", id="device", markup=False)
+        with Horizontal(id="plots"):
+            yield MetricPlot("dppl", id="quality-plot")
+            yield MetricPlot("tokens", id="budget-plot")
+        yield Legend(id="legend")
+        yield RichLog(id="log", max_lines=200, wrap=False, markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.quality, self.budget = "dppl", "tokens"
+        self._drawn = -1
+        self._logged = 0
+        self._log_state = None
+        self._bindings_active = None
+        self._texts: dict[str, str] = {}
+        self.watch(self.app, "tick", lambda _: self.update_labels(), init=False)
+        self.set_interval(PLOT_INTERVAL, self._redraw_if_stale)
+        self.set_interval(1.0, self._memory)
+        self.update_labels()
+        self._memory()
+        self.redraw()
+
+    def on_screen_resume(self) -> None:
+        self.update_labels()
+        self.redraw()
+
+    # -- labels --------------------------------------------------------------------------------------
+
+    def update_labels(self) -> None:
+        app, state = self.app, self.app.run_state
+        session = app.session
+        if session is None:
+            self._set("#status", "No run yet: ctrl+r runs the plan of Setup (F2), ctrl+o opens a session.")
+        else:
+            icon = {"running": "●", "cancelling": "◌", "finished": "✓", "cancelled": "■", "failed": "✗"}.get(state.status, "·")
+            self._set("#status", f"{icon} {state.status} · {session.plan.name} · {data.short_path(session.path)}")
+        run_bar = self.query_one("#run-bar", ProgressBar)
+        run_bar.update(total=max(state.total, 1), progress=state.done)
+        self._set("#run-text", f"{state.done}/{state.total} samples · {clock(state.elapsed)} · ETA {clock(state.eta())}")
+        cell = app.cells.get(state.cell or "") if state.cell else None
+        live = session.cells.get(state.cell) if session is not None and state.cell else None
+        cell_bar = self.query_one("#cell-bar", ProgressBar)
+        if cell is not None and live is not None and state.active:
+            done, total = live.get("samples_done", 0), live.get("samples_total", 1) or 1  # an int read: safe across threads
+            cell_bar.update(total=total, progress=min(done, total))
+            self._set("#cell-text", f"{cell['method']} @ {data.rate_text(cell)} · {cell['dataset']} · {done}/{total}")
+        else:
+            cell_bar.update(total=1, progress=0)
+            self._set("#cell-text", state.message if state.active else "no cell running")
+        self._write_log()
+        if state.active != self._bindings_active:  # "Cancel run" is offered only while a run is active;
+            self._bindings_active = state.active  # refreshing recomposes the footer: only on a change
+            self.refresh_bindings()
+
+    def _set(self, selector: str, text: str) -> None:
+        """Update a one-line label without a layout pass (their size is fixed): run events arrive up to
+        ten times a second, and a layout pass re-renders the whole screen, plots included."""
+        if self._texts.get(selector) != text:
+            self._texts[selector] = text
+            self.query_one(selector, Static).update(text, layout=False)
+
+    def _write_log(self) -> None:
+        state = self.app.run_state
+        log = self.query_one("#log", RichLog)
+        if self._log_state is not state:  # a new run: start the log afresh
+            log.clear()
+            self._log_state, self._logged = state, 0
+        entries = list(state.log)[self._logged:]
+        self._logged = len(state.log)
+        styles = {"error": "bold red", "warning": "yellow", "info": ""}
+        for severity, text in entries:
+            log.write(Text(("✗ " if severity == "error" else "! " if severity == "warning" else "  ") + text,
+                           style=styles.get(severity, "")))
+
+    def _memory(self) -> None:
+        state = self.app.run_state
+        model = f"{state.model} · " if state.model else ""
+        self._set("#device", f"{model}{self.app.memory_probe()}")
+
+    # -- plots ---------------------------------------------------------------------------------------
+
+    def _redraw_if_stale(self) -> None:
+        if self._drawn != self.app.results_version and self.is_current:
+            self.redraw()
+
+    def redraw(self, only: str | None = None) -> None:
+        """Both plots and the legend, or ``only`` one plot (a key that changes one plot redraws one)."""
+        if only is None:
+            self._drawn = self.app.results_version
+        cells = list(self.app.cells.values())
+        styles = line_styles([*data.series(cells, self.quality), *data.series(cells, self.budget)])
+        if only in (None, "#quality-plot"):
+            self.query_one("#quality-plot", MetricPlot).draw(cells, self.quality, styles=styles)
+        if only in (None, "#budget-plot"):
+            self.query_one("#budget-plot", MetricPlot).draw(cells, self.budget, styles=styles,
+                                                            title=f"KV budget: {data.METRICS[self.budget][0]}")
+        if only is None:
+            self.query_one(Legend).show(styles)
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action == "cancel":
+            return True if self.app.run_state.active else None  # None: shown dimmed, does nothing
+        return True
+
+    def action_cancel(self) -> None:
+        self.app.action_cancel_run()
+
+    def action_cycle_quality(self) -> None:
+        self.quality = QUALITY_METRICS[(QUALITY_METRICS.index(self.quality) + 1) % len(QUALITY_METRICS)]
+        self.redraw(only="#quality-plot")
+
+    def action_cycle_budget(self) -> None:
+        self.budget = BUDGET_METRICS[(BUDGET_METRICS.index(self.budget) + 1) % len(BUDGET_METRICS)]
+        self.redraw(only="#budget-plot")

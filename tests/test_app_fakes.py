@@ -1,0 +1,222 @@
+"""A fast fake of ``runner.run`` for the app's tests and benchmark (no tests in this module).
+
+It follows the real runner's contract: the same event kinds in the same order (run-started,
+model-loading, model-loaded, per cell-started, progress after every sample, cell-finished,
+run-finished), real Session objects filled through Session.add_sample / set_status with sample
+records shaped like evaluate.py's, the session saved after every sample when it has a path, the
+cancel event checked between samples (running cells become 'cancelled', finished ones stay).
+
+Figures are deterministic functions of (method, rate), so snapshots are stable: NLL grows as the rate
+drops, more for 'random' than for the others; the KV budget is rate × context tokens.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from workbench.plan import BASELINE_LABEL, CellSpec, Plan
+from workbench.runner import Event
+from workbench.session import Session
+
+BASE_NLL = 2.5  # nats per token: PPL ≈ 12.2
+BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # K and V, 30 layers, 3 KV heads, head_dim 64, float32
+
+
+def penalty(method: str, rate: float | None) -> float:
+    if rate is None:
+        return 0.05
+    weight = 0.6 if method.startswith("random") else 0.1 + 0.07 * (sum(map(ord, method)) % 5)
+    return weight * (1 - rate) ** 1.5
+
+
+def record(sample_id: str, method: str, rate: float | None, context: int, scored: int, path: str) -> dict:
+    kept = 1.0 if rate is None and method == BASELINE_LABEL else (rate if rate is not None else 0.6)
+    tokens = kept * context
+    return {"sample_id": sample_id, "nll_sum": scored * (BASE_NLL + penalty(method, rate if method != BASELINE_LABEL else 1.0)),
+            "n_tokens": scored, "kept_fraction": kept, "kept_fraction_physical": kept, "kv_tokens_per_layer": tokens,
+            "kv_bytes": int(tokens * BYTES_PER_TOKEN), "kv_bytes_physical": int(tokens * BYTES_PER_TOKEN),
+            "prefill_seconds": 0.01 * context / 64, "scoring_seconds": 0.002 * scored, "path": path}
+
+
+class FakeRunner:
+    """Callable like runner.run. Options:
+
+    - ``delay``: seconds slept per sample (a worker that takes time, for cancel and stall tests);
+    - ``fail``: {method label: message} — those cells end as 'error' (the run goes on);
+    - ``unavailable``: {method label: reason} — those cells end as 'unavailable';
+    - ``raise_at``: "model" raises while "loading the model" (a worker failure), like a bad model spec;
+    - ``pause_after``: after this many samples, set ``paused`` and wait until ``resume`` is set or the
+      run is cancelled: a deterministic point for a test to press keys during a run;
+    - ``examples``: prompt-compression cells get an "examples" record (the Inspect screen's input).
+    """
+
+    def __init__(self, delay: float = 0.0, fail: dict | None = None, unavailable: dict | None = None,
+                 raise_at: str | None = None, pause_after: int | None = None, examples: bool = True):
+        self.delay, self.fail, self.unavailable = delay, fail or {}, unavailable or {}
+        self.raise_at, self.pause_after, self.examples = raise_at, pause_after, examples
+        self.paused, self.resume = threading.Event(), threading.Event()
+        self.calls: list[Session] = []
+        self.events: list[Event] = []
+        self.thread: str | None = None
+
+    def __call__(self, target: Plan | Session, on_event=None, cancel: threading.Event | None = None, out: str | None = None) -> Session:
+        session = target if isinstance(target, Session) else Session(target, out)
+        if out:
+            session.path = Path(out)
+        cancel = cancel or threading.Event()
+        self.calls.append(session)
+        self.thread = threading.current_thread().name
+        started = time.monotonic()
+        clock = [0.0]  # a fake clock: deterministic "elapsed" for snapshots
+
+        def emit(kind, message="", **data):
+            event = Event(kind, message, data)
+            self.events.append(event)
+            if on_event:
+                on_event(event)
+
+        def save():
+            if session.path is not None:
+                session.save()
+
+        plan = session.plan
+        session.status = "running"
+        todo = [c for c in session.cells.values() if c["status"] not in ("done", "unavailable")]
+        emit("run-started", f"{len(todo)} of {len(session.cells)} cells to run", cells=len(session.cells), todo=len(todo))
+        save()
+        emit("model-loading", f"loading {plan.model}", model=plan.model)
+        if self.raise_at == "model":
+            session.status = "failed"
+            for c in todo:
+                session.set_status(c["key"], "error", error="model could not be loaded: fake failure")
+            save()
+            raise RuntimeError(f"could not load {plan.model}: fake failure")
+        emit("model-loaded", f"{plan.model} on cpu (float32) in 0.1s", device="cpu", dtype="float32", n_layers=30)
+        samples_seen = 0
+        total = sum(c["samples_total"] for c in session.cells.values())
+        try:
+            for ds in plan.datasets:
+                groups = [(BASELINE_LABEL, "baseline", [1.0], None)]
+                groups += [(m.label, m.family, m.rates if m.rates is not None else plan.rates, m) for m in plan.methods]
+                for label, family, rates, method in groups:
+                    if cancel.is_set():
+                        break
+                    keys = {r: CellSpec(plan.model, ds.name, label, family, r).key for r in rates}
+                    keys = {r: k for r, k in keys.items() if session.cells[k]["status"] not in ("done", "unavailable")}
+                    if not keys:
+                        continue
+                    for k in keys.values():
+                        emit("cell-started", k, cell=k)
+                    if label in self.unavailable or label in self.fail:
+                        for k in keys.values():
+                            if label in self.fail:
+                                session.set_status(k, "error", error=self.fail[label])
+                            else:
+                                session.set_status(k, "unavailable", reason=self.unavailable[label])
+                            emit("cell-finished", session.cells[k]["status"], cell=dict(session.cells[k]))
+                        save()
+                        continue
+                    for i in range(ds.samples):
+                        if cancel.is_set():
+                            break
+                        sid = f"{ds.name}:{ds.seed}:{i}"
+                        for r, k in keys.items():
+                            if sid in session.done_samples(k):
+                                continue
+                            path = "baseline" if label == BASELINE_LABEL else "shared-prefill"
+                            rec = record(sid, label, r, plan.protocol.context_tokens, plan.protocol.continuation_tokens, path)
+                            if family == "prompt" and self.examples and i == 0:
+                                rec["example"] = example(sid, r)
+                            session.add_sample(k, rec)
+                        save()
+                        samples_seen += 1
+                        clock[0] += 0.5
+                        if self.delay:
+                            time.sleep(self.delay)
+                        done = sum(c["samples_total"] if c["status"] in ("done", "error", "unavailable") else c["samples_done"]
+                                   for c in session.cells.values())
+                        emit("progress", f"{label}: {sid}", done=done, total=total, cell=next(iter(keys.values())),
+                             elapsed=clock[0])
+                        if self.pause_after is not None and samples_seen == self.pause_after:
+                            self.paused.set()
+                            while not (self.resume.is_set() or cancel.is_set()):
+                                time.sleep(0.005)
+                    if cancel.is_set():
+                        break
+                    for k in keys.values():
+                        session.set_status(k, "done")
+                        emit("cell-finished", "done", cell=dict(session.cells[k]))
+                    save()
+        finally:
+            if cancel.is_set():
+                for c in session.cells.values():
+                    if c["status"] == "running":
+                        session.set_status(c["key"], "cancelled")
+                session.status = "cancelled"
+            else:
+                session.status = "finished" if session.finished() else "failed"
+            save()
+            emit("run-finished", session.status, status=session.status, failed=len(session.failed_cells()),
+                 elapsed=clock[0] or time.monotonic() - started)
+        return session
+
+
+ORIGINAL = ("The committee met on Tuesday to discuss the budget for the coming year. After a long debate, "
+            "the members agreed to fund the new library and to postpone the road repairs until spring.")
+
+
+def example(sample_id: str, rate: float) -> dict:
+    """Drop every other word beyond the first ``rate`` share of words: spans of the original text."""
+    words, pos = [], 0
+    for w in ORIGINAL.split(" "):
+        words.append((pos, pos + len(w)))
+        pos += len(w) + 1
+    keep = max(1, int(len(words) * rate))
+    dropped = [[s, e + 1] for i, (s, e) in enumerate(words) if i >= keep and i % 2 == 1]
+    compressed = "".join(ch for j, ch in enumerate(ORIGINAL) if not any(s <= j < e for s, e in dropped))
+    return {"original": ORIGINAL, "compressed": compressed, "dropped": dropped}
+
+
+def fixed_device() -> dict:
+    """A device probe with fixed answers (snapshots must not depend on the machine)."""
+    return {"device": "cpu", "dtype": "float32", "name": "CPU", "memory_bytes": 16 * 2**30, "cpus": 8}
+
+
+def make_app(tmp_path, runner: FakeRunner | None = None, **kwargs):
+    from workbench.app import WorkbenchApp
+
+    if "sessions_dir" not in kwargs:
+        kwargs["sessions_dir"] = tmp_path / "sessions"
+    kwargs.setdefault("device_probe", fixed_device)
+    kwargs.setdefault("memory_probe", lambda: "RAM 1.0 GiB (process)")
+    kwargs.setdefault("stamp", lambda: "test")
+    kwargs.setdefault("theme", "textual-dark")
+    return WorkbenchApp(run_fn=runner or FakeRunner(), **kwargs)
+
+
+
+async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "condition") -> None:
+    """Let the app process messages until ``condition()`` holds (workers post from other threads)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.02)
+
+
+async def run_to_end(pilot, timeout: float = 20.0) -> None:
+    """Start nothing; wait until the current run's worker is over and its outcome handled."""
+    app = pilot.app
+    await wait_for(pilot, lambda: not app.run_state.active and not any(w.group == "run" and not w.is_finished
+                                                                        for w in app.workers), timeout, "the run to end")
+    await pilot.pause(0.05)
+
+
+def saved_session(path, runner: "FakeRunner | None" = None, plan_doc: dict | None = None) -> Session:
+    """A finished fake session written to ``path`` (for open / compare tests)."""
+    from workbench.plan import load_preset, parse_plan
+
+    plan = parse_plan(plan_doc, source="test") if plan_doc else load_preset("quickstart")
+    return (runner or FakeRunner())(Session(plan, path), out=str(path))

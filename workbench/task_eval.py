@@ -1,0 +1,119 @@
+"""Task scores (protocol ``task``): compress the context, ask the question, generate greedily, score.
+
+The same three kinds of evaluation as for perplexity — baseline, KV press (shared prefill or per
+rate), prompt compressor — with ``workbench.tasks`` providing the samples (GSM8K few-shot,
+needle-in-a-haystack, MeetingBank, SQuAD-style QA) and the metrics. The question (the sample's
+``prompt_suffix``) is never compressed: a press compresses the context's cache only, a prompt
+compressor the context's text only. Question-aware compression is used when the plan asks for it
+and the compressor supports it; the record says which.
+
+Sample records carry ``score`` (in [0, 1]), ``metric``, ``generated`` (the answer text), the KV
+budget after compression, and timings.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbench import kv_eval
+from workbench.evaluate import kv_path
+from workbench.methods import presses
+from workbench.plan import MethodSpec, ProtocolSpec
+
+
+def _ids(lm, text: str) -> list[int]:
+    return lm.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _eos(lm) -> set[int]:
+    ids = {lm.tokenizer.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)}
+    flat = set()
+    for i in ids:
+        flat.update(i if isinstance(i, (list, tuple)) else [i])
+    return {i for i in flat if i is not None}
+
+
+def _answer(lm, sample, cache, start: int, max_new: int, press=None) -> tuple[dict, float]:
+    from workbench import tasks
+
+    suffix = torch.tensor([_ids(lm, sample.prompt_suffix)], device=lm.model.device)
+    tokens, seconds = kv_eval.generate(lm.model, cache, suffix, start, max_new, _eos(lm), press=press)
+    text = lm.tokenizer.decode(tokens, skip_special_tokens=True)
+    result = tasks.score(sample.task, text, sample.answers)
+    return {**result, "generated": text[:500]}, seconds
+
+
+def _record(sample, result: dict, budget: dict, prefill_s: float, answer_s: float, path: str, context_tokens: int) -> dict:
+    return {"sample_id": sample.sample_id, "nll_sum": None, "n_tokens": 0, **result, **budget, "context_tokens": context_tokens,
+            "prefill_seconds": prefill_s, "scoring_seconds": answer_s, "path": path, "task_meta": sample.meta}
+
+
+def max_new_tokens(protocol: ProtocolSpec, sample) -> int:
+    from workbench import tasks
+
+    return protocol.max_new_tokens or tasks.generation_budget(sample.task)
+
+
+def evaluate_baseline(lm, sample, protocol: ProtocolSpec) -> dict:
+    ctx_ids = _ids(lm, sample.context)
+    ctx = torch.tensor([ctx_ids], device=lm.model.device)
+    cache, prefill_s = kv_eval.prefill(lm.model, ctx)
+    budget = kv_eval.kv_budget(lm.model, cache, len(ctx_ids))
+    result, answer_s = _answer(lm, sample, cache, len(ctx_ids), max_new_tokens(protocol, sample))
+    return _record(sample, result, budget, prefill_s, answer_s, "baseline", len(ctx_ids))
+
+
+def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
+    model = lm.model
+    ctx_ids = _ids(lm, sample.context)
+    ctx = torch.tensor([ctx_ids], device=model.device)
+    n_ctx, max_new = len(ctx_ids), max_new_tokens(protocol, sample)
+    path, _ = kv_path(method, protocol, shared_allowed)
+    out = {}
+    try:
+        if path == "shared-prefill" and len(rates) > 1:
+            press = presses.build_press(method.name, method.params, rates[0])
+            inner = method.params["press"]["name"] if method.name in presses.SHARED_WRAPPERS else None
+            kv_eval.seed_sample(sample.sample_id)
+            shared = kv_eval.shared_prefill(model, ctx, method.name, press, inner)
+            for rate in rates:
+                cache, select_s = kv_eval.cache_for_rate(model, shared, rate, method.name, method.params)
+                budget = kv_eval.kv_budget(model, cache, n_ctx)
+                result, answer_s = _answer(lm, sample, cache, n_ctx, max_new)
+                kv_eval.clear_masks(model)
+                out[rate] = _record(sample, result, budget, shared.seconds / len(rates) + select_s, answer_s, "shared-prefill", n_ctx)
+            return out
+        decoding = method.name in presses.DECODING_PRESSES
+        for rate in rates:
+            press = presses.build_press(method.name, method.params, rate)
+            kv_eval.seed_sample(sample.sample_id)
+            cache, prefill_s = kv_eval.prefill(model, ctx, press)
+            budget = kv_eval.kv_budget(model, cache, n_ctx)
+            start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else n_ctx
+            result, answer_s = _answer(lm, sample, cache, start, max_new, press=press if decoding else None)
+            kv_eval.clear_masks(model)
+            out[rate] = _record(sample, result, budget, prefill_s, answer_s, "per-rate", n_ctx)
+        return out
+    finally:
+        kv_eval.clear_masks(model)
+
+
+def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec, keep_example: bool = False) -> dict:
+    model = lm.model
+    n_ctx = len(_ids(lm, sample.context))
+    aware = bool(protocol.question_aware and compressor.supports_question)
+    results = compressor.compress_rates(sample.context, rates, sample.question if aware else None)
+    path = "score-once" if compressor.shares_scores and len(rates) > 1 else "per-rate"
+    out = {}
+    for rate in rates:
+        res = results[rate]
+        ids = _ids(lm, res.text) or _ids(lm, sample.context)[:1]
+        cache, prefill_s = kv_eval.prefill(model, torch.tensor([ids], device=model.device))
+        budget = kv_eval.kv_budget(model, cache, n_ctx)
+        result, answer_s = _answer(lm, sample, cache, len(ids), max_new_tokens(protocol, sample))
+        record = _record(sample, result, budget, prefill_s, answer_s, path, n_ctx)
+        record.update({"compression_seconds": res.seconds, "compressed_tokens": len(ids), "own": res.own, "question_aware": aware})
+        if keep_example:
+            record["example"] = {"original": sample.context, "compressed": res.text, "dropped": [list(d) for d in res.dropped]}
+        out[rate] = record
+    return out
