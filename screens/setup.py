@@ -154,7 +154,7 @@ class SetupScreen(Screen):
         self._loaded_version = -1
         self._preset_value = None
         self.watch(self.app, "plan_version", lambda _: self.refill(), init=False)
-        self.watch(self.app, "tick", lambda _: self._device_line(), init=False)
+        self.watch(self.app, "device_version", lambda _: self._device_line(), init=False)
         self.refill()
 
     def on_screen_resume(self) -> None:

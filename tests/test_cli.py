@@ -31,7 +31,7 @@ def test_help_lists_the_headless_options():
 def test_dry_run_prints_cells_and_forward_passes():
     result = workbench("--preset", "quickstart", "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "cells 19" in result.stdout and "forward passes" in result.stdout
+    assert "cells 28" in result.stdout and "forward passes" in result.stdout
     assert "shared-prefill" in result.stdout
 
 

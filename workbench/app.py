@@ -109,6 +109,7 @@ class WorkbenchApp(App):
     tick: var[int] = var(0, always_update=True)  # any run event was handled
     results_version: var[int] = var(0)  # a cell finished / a session was opened
     plan_version: var[int] = var(0)  # the plan was replaced from outside the setup screen
+    device_version: var[int] = var(0)  # the device probe answered
 
     def __init__(self, session: Session | str | None = None, *, run_fn: RunFn | None = None,
                  sessions_dir: str | os.PathLike = "sessions", preset: str = "quickstart",
@@ -261,7 +262,7 @@ class WorkbenchApp(App):
         if worker.group == "probe":
             if event.state == WorkerState.SUCCESS:
                 self.device_info = worker.result
-                self.tick += 1
+                self.device_version += 1
             return
         if worker.group != "run" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
