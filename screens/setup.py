@@ -11,6 +11,7 @@ from __future__ import annotations
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import (Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Select, Static,
                              TabbedContent, TabPane)
@@ -46,6 +47,66 @@ def _float(text: str):
 
 def _rates_text(rates: list) -> str:
     return ", ".join(f"{r:g}" for r in rates)
+
+
+class DatasetsForm(VerticalScroll):
+    """The Datasets tab: bundled datasets (checked = in the plan) and other specs."""
+
+    def compose(self) -> ComposeResult:
+        yield Static("    dataset         samples  seed", classes="note")
+        for info in list_datasets():
+            with Horizontal(classes="ds-row"):
+                yield Check(info.name, id=f"ds-{info.name}", compact=True)
+                yield Input("4", id=f"ds-{info.name}-samples", type="integer", compact=True)
+                yield Input("0", id=f"ds-{info.name}-seed", type="integer", compact=True)
+                yield Static(f"{info.kind}: {info.description}", classes="desc", markup=False)
+        yield Static("", classes="note")
+        with Horizontal(classes="row"):
+            yield Label("Other datasets")
+            yield Input(id="ds-other", placeholder="hf:path[:config][:split], file.txt, file.jsonl (comma-separated)",
+                        compact=True)
+        with Horizontal(classes="ds-row"):
+            yield Static("    samples, seed", classes="note")
+            yield Input("4", id="ds-other-samples", type="integer", compact=True)
+            yield Input("0", id="ds-other-seed", type="integer", compact=True)
+
+
+class RatesForm(VerticalScroll):
+    """The Rates & protocol tab."""
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="row"):
+            yield Label("Rates as")
+            with RadioSet(id="rates-mode", compact=True):
+                yield Radio("a list", value=True, id="rates-as-list")
+                yield Radio("a sweep", id="rates-as-sweep")
+        with Horizontal(classes="row", id="rates-list-row"):
+            yield Label("Rates (kept)")
+            yield Input(id="rates-list", placeholder="0.75, 0.5, 0.25", compact=True)
+        with Horizontal(classes="row", id="rates-sweep-row"):
+            yield Label("start/stop/step")
+            yield Input("0.9", id="sweep-start", compact=True)
+            yield Input("0.1", id="sweep-stop", compact=True)
+            yield Input("0.2", id="sweep-step", compact=True)
+        yield Static("", id="rates-preview", classes="note", markup=False)
+        with Horizontal(classes="row"):
+            yield Label("Protocol")
+            with RadioSet(id="protocol", compact=True):
+                yield Radio("context→continuation", value=True, id="proto-cc")
+                yield Radio("chunked", id="proto-chunked")
+        with Horizontal(classes="row"):
+            yield Label("Context tokens")
+            yield Input("1024", id="context-tokens", type="integer", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Scored tokens")
+            yield Input("128", id="continuation-tokens", type="integer", compact=True)
+        with Horizontal(classes="row", id="chunk-row"):
+            yield Label("Chunk size")
+            yield Input("128", id="chunk-size", type="integer", compact=True)
+        yield Check("one prefill for every rate where results are identical (shared prefill)", True,
+                       id="shared-prefill", compact=True)
+        yield Static("rate = fraction of context tokens KEPT (1.0 = uncompressed). Scored tokens are "
+                     "predicted through the compressed cache.", classes="note")
 
 
 class SetupScreen(Screen):
@@ -94,67 +155,30 @@ class SetupScreen(Screen):
                         yield Select([(d, d) for d in DTYPES], value="auto", allow_blank=False, id="dtype", compact=True)
                     yield Static("device: probing…", id="device-info", classes="note", markup=False)
             with TabPane("Datasets", id="tab-datasets"):
-                with VerticalScroll():
-                    yield Static("    dataset         samples  seed", classes="note")
-                    for info in list_datasets():
-                        with Horizontal(classes="ds-row"):
-                            yield Check(info.name, id=f"ds-{info.name}", compact=True)
-                            yield Input("4", id=f"ds-{info.name}-samples", type="integer", compact=True)
-                            yield Input("0", id=f"ds-{info.name}-seed", type="integer", compact=True)
-                            yield Static(f"{info.kind}: {info.description}", classes="desc", markup=False)
-                    yield Static("", classes="note")
-                    with Horizontal(classes="row"):
-                        yield Label("Other datasets")
-                        yield Input(id="ds-other", placeholder="hf:path[:config][:split], file.txt, file.jsonl (comma-separated)",
-                                    compact=True)
-                    with Horizontal(classes="ds-row"):
-                        yield Static("    samples, seed", classes="note")
-                        yield Input("4", id="ds-other-samples", type="integer", compact=True)
-                        yield Input("0", id="ds-other-seed", type="integer", compact=True)
+                yield Lazy(DatasetsForm())
             with TabPane("Methods", id="tab-methods"):
-                yield MethodsPane(id="methods-pane")
+                yield Lazy(MethodsPane(id="methods-pane"))
             with TabPane("Rates & protocol", id="tab-rates"):
-                with VerticalScroll():
-                    with Horizontal(classes="row"):
-                        yield Label("Rates as")
-                        with RadioSet(id="rates-mode", compact=True):
-                            yield Radio("a list", value=True, id="rates-as-list")
-                            yield Radio("a sweep", id="rates-as-sweep")
-                    with Horizontal(classes="row", id="rates-list-row"):
-                        yield Label("Rates (kept)")
-                        yield Input(id="rates-list", placeholder="0.75, 0.5, 0.25", compact=True)
-                    with Horizontal(classes="row", id="rates-sweep-row"):
-                        yield Label("start/stop/step")
-                        yield Input("0.9", id="sweep-start", compact=True)
-                        yield Input("0.1", id="sweep-stop", compact=True)
-                        yield Input("0.2", id="sweep-step", compact=True)
-                    yield Static("", id="rates-preview", classes="note", markup=False)
-                    with Horizontal(classes="row"):
-                        yield Label("Protocol")
-                        with RadioSet(id="protocol", compact=True):
-                            yield Radio("context→continuation", value=True, id="proto-cc")
-                            yield Radio("chunked", id="proto-chunked")
-                    with Horizontal(classes="row"):
-                        yield Label("Context tokens")
-                        yield Input("1024", id="context-tokens", type="integer", compact=True)
-                    with Horizontal(classes="row"):
-                        yield Label("Scored tokens")
-                        yield Input("128", id="continuation-tokens", type="integer", compact=True)
-                    with Horizontal(classes="row", id="chunk-row"):
-                        yield Label("Chunk size")
-                        yield Input("128", id="chunk-size", type="integer", compact=True)
-                    yield Check("one prefill for every rate where results are identical (shared prefill)", True,
-                                   id="shared-prefill", compact=True)
-                    yield Static("rate = fraction of context tokens KEPT (1.0 = uncompressed). Scored tokens are "
-                                 "predicted through the compressed cache.", classes="note")
+                yield Lazy(RatesForm())
         yield Static("", id="summary", markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._loaded_version = -1
         self._preset_value = None
+        self._ready = False
+        self.query_one("#summary", Static).update("checking the plan…")
         self.watch(self.app, "plan_version", lambda _: self.refill(), init=False)
         self.watch(self.app, "device_version", lambda _: self._device_line(), init=False)
+        self.call_after_refresh(self._when_ready)
+
+    def _when_ready(self) -> None:
+        # The hidden tabs are mounted lazily, after the first frame, so that frame comes quickly; the
+        # form is filled and checked once they are all there.
+        if not all(self.query(selector) for selector in ("#ds-other-seed", "#shared-prefill", "#methods")):
+            self.set_timer(0.01, self._when_ready)
+            return
+        self._ready = True
         self.refill()
 
     def on_screen_resume(self) -> None:
@@ -164,12 +188,19 @@ class SetupScreen(Screen):
 
     def refill(self) -> None:
         """Show the app's plan, unless the form already holds it (it is then the form's own)."""
-        if self._loaded_version == self.app.plan_version or self.app.plan is None:
+        if not self._ready or self._loaded_version == self.app.plan_version or self.app.plan is None:
             return
         self._loaded_version = self.app.plan_version
         self.fill(self.app.plan)
 
     def fill(self, plan: Plan) -> None:
+        # Each value set below would post a Changed message and re-check the plan; check once at the end.
+        with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed, MethodsPane.Changed):
+            self._fill(plan)
+        self._toggle_rows()
+        self.validate()
+
+    def _fill(self, plan: Plan) -> None:
         q = self.query_one
         self._preset_value = plan.name if plan.name in preset_names() else None
         q("#preset", Select).value = self._preset_value if self._preset_value else Select.NULL
@@ -198,8 +229,6 @@ class SetupScreen(Screen):
         q("#chunk-size", Input).value = str(p.chunk_size or 128)
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
         q(MethodsPane).set_entries(entries_from_plan(plan))
-        self._toggle_rows()
-        self.validate()
 
     # -- form → plan -------------------------------------------------------------------------------
 
@@ -249,6 +278,8 @@ class SetupScreen(Screen):
 
     def validate(self) -> Plan | None:
         """parse_plan on the form: publish the plan (or the error) to the app and flag the field in place."""
+        if not self._ready:
+            return None
         doc, where = self.form()
         for _, selector in where:
             self.query_one(selector).remove_class("-invalid")

@@ -211,6 +211,12 @@ class _Run:
         hub = COMPRESSORS[method.name].needs_hub
         try:
             compressor = build_compressor(method.name, method.params)
+            p = self.plan.protocol
+            if compressor.requires_question and not (p.name == "task" and p.question_aware):
+                from workbench.kv_eval import UnsupportedMethod
+
+                raise UnsupportedMethod(f"{method.name} compresses with respect to a question: it needs the task protocol "
+                                        "with \"question_aware\": true")
             compressor.load(lm)
         except Exception as err:
             status, message = classify_failure(err, hub)

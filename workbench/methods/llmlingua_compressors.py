@@ -472,6 +472,7 @@ class LongLLMLinguaCompressor(_CausalLMLingua):
 
     name = "longllmlingua"
     supports_question = True
+    requires_question = True
 
     def __init__(self, model_name: str = "smollm2-135m", device: str = "auto", dtype: str = "auto",
                  chunk: str = "paragraph", rank_method: str = "longllmlingua",

@@ -35,6 +35,9 @@ class PromptCompressor:
     # True when one scoring pass serves every rate (compress_rates is then cheaper than R calls).
     shares_scores = False
     supports_question = False
+    # True when the method cannot work without a question (LongLLMLingua): it is then unavailable
+    # outside the task protocol with question_aware set, and the cell says so.
+    requires_question = False
 
     def __init__(self, **params):
         self.params = params
