@@ -207,7 +207,7 @@ async def _stall(kind: str, seconds: float, folder: Path) -> dict:
         frame = next((f for f in frames if f >= t1), None)
         if frame is not None:
             latencies.append(frame - t0)
-    return {"latencies": latencies, "lateness": [max(0.0, x) for x in lateness], "samples": done,
+    return {"latencies": latencies, "lateness": [max(0.0, x) for x in lateness], "samples": done, "t0": started,
             "presses": len(posted), "handled": len(handled)}
 
 

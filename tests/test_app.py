@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from test_app_fakes import FakeRunner, make_app, run_to_end, saved_session, wait_for
+from test_app_fakes import DEMO_PLAN, FakeRunner, make_app, run_to_end, saved_session, wait_for
 from workbench import report
-from workbench.plan import load_preset
+from workbench.plan import load_preset, parse_plan
 from workbench.session import Session
 
 def drive(coro):
@@ -34,16 +34,19 @@ def test_engine_modules_do_not_import_textual():
 
 
 def test_opens_on_setup_with_the_quickstart_preset(tmp_path):
+    quickstart = load_preset("quickstart")
+
     async def go():
-        app = make_app(tmp_path)
+        app = make_app(tmp_path, preset="quickstart")
         async with app.run_test(size=(80, 24)) as pilot:
             from workbench.screens.setup import SetupScreen
 
             await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen), what="setup")
-            await pilot.pause()
-            assert app.plan is not None and app.plan.name == "quickstart"
+            await wait_for(pilot, lambda: "cells" in str(app.screen.query_one("#summary").render()), what="the check")
+            assert app.plan is not None and app.plan.to_dict() == quickstart.to_dict()  # the form round-trips it
             summary = str(app.screen.query_one("#summary").render())
-            assert "19 cells" in summary and "152 forward passes" in summary
+            assert f"{len(quickstart.cells())} cells" in summary
+            assert f"≈{quickstart.forward_passes()['total']} forward passes" in summary
             assert app.screen.query_one("#model").value == "smollm2-135m"
             await wait_for(pilot, lambda: app.device_info is not None, what="device probe")
             await pilot.pause()
@@ -193,7 +196,7 @@ def test_a_run_happens_in_a_worker_thread_and_fills_plots_and_table(tmp_path):
             plot = app.screen.query_one("#quality-plot")
             assert set(plot.lines) == {"random-kv", "streaming-llm", "snapkv", "expected-attention", "knorm", "tova"}
             assert app.run_state.done == app.run_state.total == 76
-            assert (tmp_path / "sessions" / "quickstart-test.json").is_file()  # the runner saved it
+            assert (tmp_path / "sessions" / "demo-test.json").is_file()  # the runner saved it
             await pilot.press("f4")
             await pilot.pause()
             table = app.screen.query_one("DataTable")
@@ -259,7 +262,7 @@ def test_a_worker_failure_opens_the_error_modal_with_the_session_path(tmp_path):
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorModal), what="the error modal")
             modal = app.screen
             assert "RuntimeError: could not load smollm2-135m: fake failure" in str(modal.query_one("#error-message").render())
-            assert "quickstart-test.json" in str(modal.query_one("#error-path").render())
+            assert "demo-test.json" in str(modal.query_one("#error-path").render())
             assert app.run_state.status == "failed"
             await pilot.press("enter")
             await pilot.pause()
@@ -285,7 +288,7 @@ def test_cancel_keeps_finished_cells(tmp_path):
             statuses = {c["method"]: c["status"] for c in app.cells.values()}
             assert statuses["baseline"] == "done" and statuses["random-kv"] == "cancelled"
             assert statuses["knorm"] == "pending"
-            on_disk = Session.load(tmp_path / "sessions" / "quickstart-test.json")
+            on_disk = Session.load(tmp_path / "sessions" / "demo-test.json")
             assert on_disk.status == "cancelled"
             assert on_disk.baseline_cell("smollm2-135m", "wikitext2")["samples_done"] == 4
 
@@ -304,7 +307,7 @@ def test_save_then_open_round_trips(tmp_path):
             await pilot.press("ctrl+s")
             await pilot.pause()
             field = app.screen.query_one("#path")
-            assert field.value.endswith("quickstart-test.json")  # the default: where the run wrote it
+            assert field.value.endswith("demo-test.json")  # the default: where the run wrote it
             field.value = str(target)
             await pilot.press("enter")
             await pilot.pause()
@@ -354,7 +357,7 @@ def test_save_asks_before_overwriting(tmp_path):
                 await pilot.pause()
                 if answer == "n":
                     assert existing.read_text() == "{}"
-            assert Session.load(existing).plan.name == "quickstart"  # the plan, saved as a pending session
+            assert Session.load(existing).plan.name == "demo"  # the plan, saved as a pending session
 
     drive(go())
 
@@ -363,7 +366,8 @@ def test_opening_an_unfinished_session_offers_to_resume(tmp_path):
     path = tmp_path / "half.json"
     first = FakeRunner(pause_after=6)
     cancel = threading.Event()
-    thread = threading.Thread(target=lambda: first(Session(load_preset("quickstart"), path), cancel=cancel, out=str(path)))
+    plan = parse_plan(DEMO_PLAN, source="test")
+    thread = threading.Thread(target=lambda: first(Session(plan, path), cancel=cancel, out=str(path)))
     thread.start()
     first.paused.wait(10)
     cancel.set()
@@ -438,7 +442,7 @@ def test_export_writes_the_engine_formats(tmp_path, fmt):
             radios[["csv", "md", "json"].index(fmt)].value = True
             await pilot.pause()
             path = app.screen.query_one("#path").value
-            assert path.endswith(f"quickstart-test.{fmt}")
+            assert path.endswith(f"demo-test.{fmt}")
             await pilot.press("enter")
             await pilot.pause()
             return path, app.session
@@ -604,3 +608,40 @@ def test_run_app_refuses_a_broken_session_file(tmp_path, capsys):
     bad.write_text("{not json")
     assert run_app(str(bad)) == 2
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_task_protocol_from_the_form_and_task_scores_in_results(tmp_path):
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            setup = app.screen
+            setup.query_one("#tabs").active = "tab-datasets"
+            await pilot.pause()
+            setup.query_one("#ds-wikitext2").value = False
+            setup.query_one("#ds-gsm8k").value = True
+            setup.query_one("#tabs").active = "tab-rates"
+            await pilot.pause()
+            setup.query_one("#proto-task").value = True
+            await pilot.pause()
+            assert setup.query_one("#task-rows").display and not setup.query_one("#chunk-row").display
+            setup.query_one("#max-new-tokens").value = "16"
+            setup.query_one("#n-shots").value = "2"
+            await pilot.pause()
+            assert app.plan is not None, app.plan_error
+            assert (app.plan.protocol.name, app.plan.protocol.max_new_tokens, app.plan.protocol.n_shots) == ("task", 16, 2)
+            setup.query_one("#depths").value = "0.5, 2"  # a depth outside [0, 1]: the engine's error, in place
+            await pilot.pause()
+            assert app.plan is None and setup.query_one("#depths").has_class("-invalid")
+            setup.query_one("#depths").value = ""
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await run_to_end(pilot)
+            app.screen.redraw()
+            assert app.screen.query_one("#quality-plot").metric == "score"  # ΔPPL means nothing here
+            await pilot.press("f4")
+            await pilot.pause()
+            keys = [c.key for c in app.screen.columns]
+            assert "score" in keys and "dscore" in keys and "ppl" not in keys
+
+    drive(go())

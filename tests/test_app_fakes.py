@@ -12,6 +12,8 @@ drops, more for 'random' than for the others; the KV budget is rate × context t
 
 from __future__ import annotations
 
+import json
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -21,6 +23,18 @@ from workbench.runner import Event
 from workbench.session import Session
 
 BASE_NLL = 2.5  # nats per token: PPL ≈ 12.2
+
+# The plan the app opens with in tests: quickstart's KV part, fixed here so that snapshots and counts do
+# not change when the shipped preset does (test_app.py checks the real quickstart separately).
+DEMO_PLAN = {
+    "name": "demo", "description": "six KV presses at three rates (the tests' plan)", "model": "smollm2-135m",
+    "datasets": [{"name": "wikitext2", "samples": 4, "seed": 0}],
+    "protocol": {"name": "context-continuation", "context_tokens": 1024, "continuation_tokens": 128},
+    "rates": [0.75, 0.5, 0.25],
+    "methods": [{"name": "random", "family": "kv"}, "streaming-llm", "snapkv", "expected-attention", "knorm", "tova"],
+}
+DEMO_PRESET = Path(tempfile.mkdtemp(prefix="workbench-test-")) / "demo.json"
+DEMO_PRESET.write_text(json.dumps(DEMO_PLAN))
 BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # K and V, 30 layers, 3 KV heads, head_dim 64, float32
 
 
@@ -31,13 +45,19 @@ def penalty(method: str, rate: float | None) -> float:
     return weight * (1 - rate) ** 1.5
 
 
-def record(sample_id: str, method: str, rate: float | None, context: int, scored: int, path: str) -> dict:
+def record(sample_id: str, method: str, rate: float | None, context: int, scored: int, path: str, task: bool = False) -> dict:
+    """A sample record as evaluate.py (perplexity) or task_eval.py (task score) writes it."""
     kept = 1.0 if rate is None and method == BASELINE_LABEL else (rate if rate is not None else 0.6)
     tokens = kept * context
-    return {"sample_id": sample_id, "nll_sum": scored * (BASE_NLL + penalty(method, rate if method != BASELINE_LABEL else 1.0)),
-            "n_tokens": scored, "kept_fraction": kept, "kept_fraction_physical": kept, "kv_tokens_per_layer": tokens,
-            "kv_bytes": int(tokens * BYTES_PER_TOKEN), "kv_bytes_physical": int(tokens * BYTES_PER_TOKEN),
-            "prefill_seconds": 0.01 * context / 64, "scoring_seconds": 0.002 * scored, "path": path}
+    loss = penalty(method, rate if method != BASELINE_LABEL else 1.0)
+    budget = {"kept_fraction": kept, "kept_fraction_physical": kept, "kv_tokens_per_layer": tokens,
+              "kv_bytes": int(tokens * BYTES_PER_TOKEN), "kv_bytes_physical": int(tokens * BYTES_PER_TOKEN),
+              "prefill_seconds": 0.01 * context / 64, "path": path}
+    if task:
+        return {"sample_id": sample_id, "nll_sum": None, "n_tokens": 0, "score": max(0.0, 0.8 - loss), "metric": "accuracy",
+                "generated": "42", "scoring_seconds": 0.05, **budget}
+    return {"sample_id": sample_id, "nll_sum": scored * (BASE_NLL + loss), "n_tokens": scored,
+            "scoring_seconds": 0.002 * scored, **budget}
 
 
 class FakeRunner:
@@ -126,7 +146,8 @@ class FakeRunner:
                             if sid in session.done_samples(k):
                                 continue
                             path = "baseline" if label == BASELINE_LABEL else "shared-prefill"
-                            rec = record(sid, label, r, plan.protocol.context_tokens, plan.protocol.continuation_tokens, path)
+                            rec = record(sid, label, r, plan.protocol.context_tokens, plan.protocol.continuation_tokens, path,
+                                         task=plan.protocol.name == "task")
                             if family == "prompt" and self.examples and i == 0:
                                 rec["example"] = example(sid, r)
                             session.add_sample(k, rec)
@@ -193,6 +214,7 @@ def make_app(tmp_path, runner: FakeRunner | None = None, **kwargs):
     kwargs.setdefault("memory_probe", lambda: "RAM 1.0 GiB (process)")
     kwargs.setdefault("stamp", lambda: "test")
     kwargs.setdefault("theme", "textual-dark")
+    kwargs.setdefault("preset", str(DEMO_PRESET))
     return WorkbenchApp(run_fn=runner or FakeRunner(), **kwargs)
 
 
@@ -216,7 +238,7 @@ async def run_to_end(pilot, timeout: float = 20.0) -> None:
 
 def saved_session(path, runner: "FakeRunner | None" = None, plan_doc: dict | None = None) -> Session:
     """A finished fake session written to ``path`` (for open / compare tests)."""
-    from workbench.plan import load_preset, parse_plan
+    from workbench.plan import parse_plan
 
-    plan = parse_plan(plan_doc, source="test") if plan_doc else load_preset("quickstart")
+    plan = parse_plan(plan_doc or DEMO_PLAN, source="test")
     return (runner or FakeRunner())(Session(plan, path), out=str(path))

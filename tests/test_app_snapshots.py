@@ -30,6 +30,8 @@ def app_for(runner=None, **kwargs):
 async def settle(pilot) -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.device_info is not None, what="the device probe")
+    await wait_for(pilot, lambda: app.plan is not None and (app._initial is None or app.session is not None),
+                   what="the plan (and the session) to load")
     await pilot.pause(0.1)
     app.clear_notifications()
     await pilot.pause(0.1)

@@ -98,7 +98,9 @@ def test_each_press_keeps_the_rate_asked_for(smollm2, samples, name):
     result = _run(smollm2, samples[:1], method, shared=False)
     for rate in method.rates:
         (kept,) = result[rate]["kept"]
-        assert kept == pytest.approx(rate, abs=2 / CONTEXT), (name, rate, kept)
+        # ChunkKV keeps whole chunks of 20 tokens: its budget is met to within a chunk.
+        tolerance = (20 if name == "chunkkv" else 2) / CONTEXT
+        assert kept == pytest.approx(rate, abs=tolerance), (name, rate, kept)
         if name == "adakv":  # masks entries: logical budget shrinks, the tensors do not
             assert result[rate]["physical"] == [1.0]
 

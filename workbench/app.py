@@ -10,7 +10,7 @@ plot (plotext) are imported when first shown, torch when the runner loads a mode
 
 from __future__ import annotations
 
-import json
+import gc
 import os
 import threading
 import time
@@ -27,10 +27,11 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from workbench.plan import Plan, PlanError, load_preset
+from workbench.screens.data import short_path
+from workbench.screens.session_flows import SessionFlows
 from workbench.session import Session, SessionError, scrub
 
 RunFn = Callable[..., Session]  # run(plan_or_session, on_event, cancel, out=None) -> Session
-UNFINISHED = ("pending", "running", "cancelled")
 
 
 def _real_run(target, on_event, cancel, out=None) -> Session:
@@ -80,12 +81,13 @@ def _mode(module: str, cls: str):
     return make
 
 
-class WorkbenchApp(App):
+class WorkbenchApp(SessionFlows, App):
     TITLE = "compression workbench"
     MODES = {"setup": _mode("setup", "SetupScreen"), "run": _mode("run", "RunScreen"),
              "results": _mode("results", "ResultsScreen"), "compare": _mode("compare", "CompareScreen"),
              "inspect": _mode("inspect", "InspectScreen")}
     DEFAULT_MODE = "setup"
+    NOTIFICATION_TIMEOUT = 3  # seconds: passing events; a toast must not hide the screen for long
     BINDINGS = [
         Binding("f1", "help", "Help"),
         Binding("question_mark", "help", "Help", key_display="?", show=False),
@@ -116,7 +118,7 @@ class WorkbenchApp(App):
                  device_probe: Callable[[], dict] | None = None, memory_probe: Callable[[], str] | None = None,
                  stamp: Callable[[], str] | None = None, progress_interval: float = 0.1, theme: str | None = None):
         super().__init__()
-        from workbench.screens import data
+        from workbench.screens import data  # (pure helpers: no Textual widgets, no plotext)
 
         self.run_fn: RunFn = run_fn or _real_run
         self.sessions_dir = Path(sessions_dir)
@@ -124,8 +126,9 @@ class WorkbenchApp(App):
         self.memory_probe = memory_probe or data.memory_now
         self.stamp = stamp or (lambda: time.strftime("%Y%m%d-%H%M%S"))
         self.progress_interval = progress_interval  # seconds between two progress messages, at least
-        self.plan: Plan | None = load_preset(preset)
-        self.plan_error: str | None = None
+        self.preset = preset
+        self.plan: Plan | None = None  # loaded just after the first frame (see on_mount)
+        self.plan_error: str | None = f"loading the preset {preset}…"
         self.session: Session | None = None
         self.cells: dict[str, dict] = {}  # the UI's copy of the session's cells
         self.run_state = RunState()
@@ -142,8 +145,18 @@ class WorkbenchApp(App):
 
     def on_mount(self) -> None:
         self._probe_device()
+        self.call_after_refresh(self._start)
+
+    def _start(self) -> None:
+        # After the first frame: parsing the preset imports the method tables and the model resolver,
+        # tens of milliseconds a user would otherwise wait for at a blank terminal.
+        try:
+            self.replace_plan(load_preset(self.preset))
+        except PlanError as err:
+            self.plan_error = str(err)
+            self.notify(str(err), title="preset not loaded", severity="error", timeout=10)
         if self._initial is not None:
-            self.call_after_refresh(self.open_session, self._initial)
+            self.open_session(self._initial)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="probe")
     def _probe_device(self) -> dict:
@@ -165,6 +178,11 @@ class WorkbenchApp(App):
         self.cells = {k: dict(c) for k, c in session.cells.items()}
         self.results_version += 1
 
+    def clear_run(self) -> None:
+        """Forget the last run's progress (a session was opened instead)."""
+        self.run_state = RunState()
+        self.tick += 1
+
     def default_path(self, plan: Plan) -> Path:
         return self.sessions_dir / f"{plan.name}-{self.stamp()}.json"
 
@@ -181,7 +199,13 @@ class WorkbenchApp(App):
         self.start_run(Session(self.plan, self.default_path(self.plan)))
 
     def start_run(self, session: Session) -> None:
-        """Run (or resume) ``session`` in the worker; it is saved to its path after every sample."""
+        """Run (or resume) ``session`` in the worker; it is saved to its path after every sample.
+
+        The garbage collector's objects are frozen when the run starts, once the model is loaded and after
+        each cell: a full collection walks every live object (widgets, torch and transformers modules, the
+        model) and held the GIL for 60–230 ms at a time, the longest stalls of the UI during a run. Frozen
+        objects are never walked again; they live as long as the app anyway (cyclic garbage pending at a
+        freeze is kept too: a few objects, not worth a stall)."""
         if session.path is None:
             session.path = self.default_path(session.plan)
         self.show_session(session)
@@ -190,9 +214,10 @@ class WorkbenchApp(App):
         state = self.run_state = RunState()
         state.status = "running"
         state.total = sum(c["samples_total"] for c in session.cells.values())
-        state.log.append(("info", f"session {session.path}"))
+        state.log.append(("info", f"session {short_path(session.path)}"))
         self.tick += 1
         self.switch_mode("run")
+        gc.freeze()
         self._run_worker(session, self._cancel, self._run_id)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
@@ -225,6 +250,7 @@ class WorkbenchApp(App):
         elif ev.kind == "cell-started":
             state.cell = ev.data.get("cell", ev.message)
         elif ev.kind == "cell-finished":
+            gc.freeze()  # what the worker imported and built for this cell (kvpress, caches) stays: never walk it
             cell = ev.data["cell"]
             self.cells[cell["key"]] = cell
             self.results_version += 1
@@ -236,6 +262,7 @@ class WorkbenchApp(App):
             state.model = ev.message
             state.log.append(("info", ev.message))
             if ev.kind == "model-loaded":
+                gc.freeze()
                 self.notify(ev.message, title="model loaded")
         elif ev.kind == "run-finished":
             state.status = ev.data.get("status", "finished")
@@ -267,17 +294,17 @@ class WorkbenchApp(App):
         if worker.group != "run" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             return
         state = self.run_state
-        path = str(self.session.path) if self.session and self.session.path else None
+        path = short_path(self.session.path) if self.session and self.session.path else None
         if event.state == WorkerState.SUCCESS and isinstance(worker.result, Session):
             self.show_session(worker.result)
             state.status = worker.result.status
             failed = len(worker.result.failed_cells())
             kept = sum(1 for c in worker.result.cells.values() if c["status"] == "done")
             if state.status == "cancelled":
-                self.notify(f"run cancelled: {kept} finished cells kept in {path}", severity="warning", timeout=8)
+                self.notify(f"run cancelled: {kept} finished cells kept in {path}", severity="warning", timeout=6)
             else:
                 self.notify(f"run {state.status}: {kept} cells done, {failed} failed; saved to {path}",
-                            severity="warning" if failed else "information", timeout=8)
+                            severity="warning" if failed else "information", timeout=5)
         else:
             err = worker.error
             state.status = "failed"
@@ -287,117 +314,6 @@ class WorkbenchApp(App):
                 self.show_session(self.session)  # the worker is done: its session is safe to read
             self.push_screen(_error_modal("The run failed", message, path))
         self.tick += 1
-
-    # -- sessions ------------------------------------------------------------------------------------
-
-    def action_save(self) -> None:
-        if self.run_state.active:
-            self.notify(f"the run writes {self.session.path} after every sample; save a copy when it ends")
-            return
-        session = self.session
-        if session is None:
-            if self.plan is None:
-                self.notify(f"nothing to save: the plan is not valid ({self.plan_error})", severity="error")
-                return
-            session = Session(self.plan)  # a plan not run yet: saved as pending, resumable later
-        from workbench.screens.dialogs import PathModal
-
-        default = str(session.path or self.default_path(session.plan))
-        self.push_screen(PathModal("Save session as", default, hint="JSON, the engine's session format", action="Save"),
-                         lambda path: path and self.save_session(session, path))
-
-    def save_session(self, session: Session, path: str, confirmed: bool = False) -> None:
-        target = Path(path).expanduser()
-        if target.exists() and not confirmed and target != session.path:
-            from workbench.screens.dialogs import ConfirmModal
-
-            self.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", "Overwrite", "Keep it"),
-                             lambda yes: yes and self.save_session(session, path, confirmed=True))
-            return
-        try:
-            session.save(target)
-        except (OSError, SessionError) as err:
-            self.push_screen(_error_modal("Could not save the session", str(err), str(target)))
-            return
-        if self.session is None:
-            self.show_session(session)
-        self.notify(f"saved to {target}")
-
-    def action_open(self) -> None:
-        from workbench.screens.dialogs import PathModal, session_choices
-
-        self.push_screen(PathModal("Open a session", "", session_choices(self.sessions_dir),
-                                   hint=f"a session JSON; the list shows {self.sessions_dir}/", action="Open"),
-                         lambda path: path and self.open_path(path))
-
-    def open_path(self, path: str) -> None:
-        try:
-            session = Session.load(Path(path).expanduser())
-        except (SessionError, OSError) as err:
-            self.push_screen(_error_modal("Could not open the session", str(err), path))
-            return
-        self.open_session(session)
-
-    def open_session(self, session: Session) -> None:
-        """Show a saved session's results as they are; offer to resume it when cells are left to run."""
-        if self.run_state.active:
-            self.notify("a run is in progress: cancel it before opening another session", severity="warning")
-            return
-        self.replace_plan(session.plan)
-        self.show_session(session)
-        self.run_state = RunState()
-        self.switch_mode("results")
-        left = [c for c in session.cells.values() if c["status"] in UNFINISHED]
-        self.notify(f"opened {session.path}")
-        if left:
-            from workbench.screens.dialogs import ConfirmModal
-
-            self.push_screen(ConfirmModal(f"{session.path} is unfinished: {len(left)} of {len(session.cells)} cells "
-                                          "still to run. Resume the run now?", "Resume", "Just look"),
-                             lambda yes: yes and self.start_run(session))
-
-    def load_plan_file(self, path: str) -> None:
-        """A preset or a saved session's plan into the setup form (nothing runs)."""
-        try:
-            plan = load_preset(path)
-        except PlanError as err:
-            self.push_screen(_error_modal("Could not load that plan", str(err), path))
-            return
-        self.replace_plan(plan)
-        self.notify(f"plan {plan.name} loaded from {path}")
-
-    def action_export(self) -> None:
-        if self.session is None:
-            self.notify("no results to export yet: run the plan or open a session", severity="warning")
-            return
-        from workbench.screens.dialogs import ExportModal
-
-        stem = str(self.session.path.with_suffix("")) if self.session.path else str(self.default_path(self.session.plan).with_suffix(""))
-        self.push_screen(ExportModal(stem), lambda answer: answer and self.export(*answer))
-
-    def export(self, fmt: str, path: str, confirmed: bool = False) -> None:
-        """Write the results as CSV / Markdown (workbench.report) or JSON (the session document)."""
-        from workbench import report
-
-        target = Path(path).expanduser()
-        if target.exists() and not confirmed:
-            from workbench.screens.dialogs import ConfirmModal
-
-            self.push_screen(ConfirmModal(f"{target} exists. Overwrite it?", "Overwrite", "Keep it"),
-                             lambda yes: yes and self.export(fmt, path, confirmed=True))
-            return
-        session = self.session
-        if self.run_state.active:
-            self.notify("exporting the cells finished so far")
-        text = {"csv": report.csv_text, "md": report.markdown_table,
-                "json": lambda s: json.dumps(s.to_dict(), indent=1, default=str)}[fmt](session)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-        except OSError as err:
-            self.push_screen(_error_modal("Could not export", str(err), str(target)))
-            return
-        self.notify(f"exported {fmt} to {target}")
 
     # -- navigation, help, quitting --------------------------------------------------------------
 
@@ -422,7 +338,7 @@ class WorkbenchApp(App):
                 self.exit(0)
 
         self.push_screen(ConfirmModal(f"A run is in progress. Cancel it and quit? Finished cells stay in "
-                                      f"{self.session.path}.", "Cancel run and quit", "Keep running"), answer)
+                                      f"{short_path(self.session.path)}.", "Cancel run and quit", "Keep running"), answer)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield SystemCommand("run: start", "run the plan of the Setup view (ctrl+r)", self.action_start_run)

@@ -60,12 +60,16 @@ def kv_path(method: MethodSpec, protocol: ProtocolSpec, shared_allowed: bool) ->
     return ("per-rate", reason) if reason else ("shared-prefill", None)
 
 
-def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
-    """One press on one sample at every rate: {rate: sample record}. Raises on failure (the runner records it)."""
+def pressed_caches(lm, sample, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool):
+    """The context's cache as the press leaves it, for each rate: one shared prefill where that is exact,
+    else one pressed prefill per rate.
+
+    Yields (rate, cache, prefill_seconds, path, start_position, decoding_press): what follows the context
+    continues from ``start_position`` and, for decoding presses, runs under ``decoding_press``. Head-wise
+    masks are cleared after each rate's consumer is done with the cache.
+    """
     model = lm.model
-    ids, ctx, cont = _split(lm, sample, protocol)
     path, _ = kv_path(method, protocol, shared_allowed)
-    out: dict = {}
     try:
         if path == "shared-prefill" and len(rates) > 1:
             press = presses.build_press(method.name, method.params, rates[0])
@@ -74,33 +78,41 @@ def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolS
             shared = kv_eval.shared_prefill(model, ctx, method.name, press, inner)
             for rate in rates:
                 cache, select_s = kv_eval.cache_for_rate(model, shared, rate, method.name, method.params)
-                budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
-                nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, protocol.context_tokens)
-                kv_eval.clear_masks(model)
                 # The one prefill is shared by the rates: each carries its share, plus its own selection.
-                out[rate] = _record(sample, nll, n, budget, shared.seconds / len(rates) + select_s, scoring_s, "shared-prefill")
-                del cache
-            return out
+                yield rate, cache, shared.seconds / len(rates) + select_s, "shared-prefill", ctx.shape[1], None
+                kv_eval.clear_masks(model)
+            return
         decoding = method.name in presses.DECODING_PRESSES
         for rate in rates:
             press = presses.build_press(method.name, method.params, rate)
             kv_eval.seed_sample(sample.sample_id)
-            if protocol.name == "chunked":
-                nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size, method.name, press, rate)
-                budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
-                out[rate] = _record(sample, nll, n, budget, 0.0, seconds, "per-rate")
-            else:
-                cache, prefill_s = kv_eval.prefill(model, ctx, press)
-                budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
-                start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else protocol.context_tokens
-                nll, n, scoring_s = kv_eval.continuation_nll(
-                    model, cache, cont, start, press=press if decoding else None, stepwise=decoding
-                )
-                out[rate] = _record(sample, nll, n, budget, prefill_s, scoring_s, "per-rate")
+            cache, prefill_s = kv_eval.prefill(model, ctx, press)
+            start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else ctx.shape[1]
+            yield rate, cache, prefill_s, "per-rate", start, press if decoding else None
             kv_eval.clear_masks(model)
-        return out
     finally:
         kv_eval.clear_masks(model)
+
+
+def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
+    """One press on one sample at every rate: {rate: sample record}. Raises on failure (the runner records it)."""
+    model = lm.model
+    ids, ctx, cont = _split(lm, sample, protocol)
+    out: dict = {}
+    if protocol.name == "chunked":
+        for rate in rates:
+            press = presses.build_press(method.name, method.params, rate)
+            kv_eval.seed_sample(sample.sample_id)
+            nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size, method.name, press, rate)
+            budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
+            out[rate] = _record(sample, nll, n, budget, 0.0, seconds, "per-rate")
+        return out
+    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, sample, ctx, method, rates, protocol, shared_allowed):
+        budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+        nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, start, press=decoding_press,
+                                                     stepwise=decoding_press is not None)
+        out[rate] = _record(sample, nll, n, budget, prefill_s, scoring_s, path)
+    return out
 
 
 def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec, keep_example: bool = False) -> dict:

@@ -7,6 +7,7 @@ weights as a plain Hugging Face folder under `cache_root()/models/<key>/`; later
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -338,6 +339,34 @@ def _hf_offline() -> bool:
     """Read at call time: huggingface_hub reads HF_HUB_OFFLINE once, at its import."""
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
                for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+_HUB_STATE: dict[str, bool] = {}
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers (checked once per process, ~3 s at most)."""
+    if "reachable" not in _HUB_STATE:
+        _HUB_STATE["reachable"] = not _hf_offline() and _hub_reachable()
+    return _HUB_STATE["reachable"]
+
+
+@contextlib.contextmanager
+def offline_unless_hub_reachable():
+    """Within the block, an unreachable hub means local-cache-only: a press or compressor that needs hub
+    artefacts then fails in milliseconds (or loads them from the cache) instead of ~70 s of retries.
+    huggingface_hub reads this flag at call time, transformers through huggingface_hub."""
+    if hub_reachable():
+        yield
+        return
+    import huggingface_hub.constants as hub_constants
+
+    previous = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = previous
 
 
 def _hub_reachable() -> bool:

@@ -200,7 +200,8 @@ class _Run:
         def evaluate_sample(sample, todo_rates):
             return measure.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
 
-        self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
+        with _hub_guard(hub):
+            self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
 
     def run_compressor(self, lm, samples: list, method: MethodSpec, keys: dict) -> None:
         """A prompt compressor: loaded once per method (its load time recorded), then sample by sample."""
@@ -217,7 +218,8 @@ class _Run:
 
                 raise UnsupportedMethod(f"{method.name} compresses with respect to a question: it needs the task protocol "
                                         "with \"question_aware\": true")
-            compressor.load(lm)
+            with _hub_guard(hub):
+                compressor.load(lm)
         except Exception as err:
             status, message = classify_failure(err, hub)
             for k in keys.values():
@@ -270,8 +272,17 @@ class _Run:
         metrics.free_accelerator_memory()
 
 
+def _hub_guard(hub_reason: str | None):
+    """Methods that need hub artefacts run local-cache-only when the hub cannot be reached."""
+    from contextlib import nullcontext
+
+    from workbench.models import offline_unless_hub_reachable
+
+    return offline_unless_hub_reachable() if hub_reason else nullcontext()
+
+
 _HUB_MARKERS = ("huggingface", "hf.co", "hub", "offline", "connection", "resolve", "repository not found", "gated repo",
-                "does not appear to have a file", "can't load")
+                "does not appear to have a file", "can't load", "cannot find the requested files", "local cache")
 
 
 def classify_failure(err: BaseException, hub_reason: str | None) -> tuple[str, str]:

@@ -127,6 +127,12 @@ class Session:
             if name != "peak_memory_bytes":
                 cell[name] = figures.get(name)
         cell["tokens_scored"] = figures.get("tokens_scored", 0)
+        kept, rate = cell.get("kept_fraction"), cell.get("rate")
+        if (cell["family"] == "prompt" and kept is not None and rate is not None and abs(kept - rate) > 0.05
+                and not cell.get("reason")):
+            # Say it rather than let a table suggest the rate was met.
+            cell["reason"] = (f"achieved kept fraction {kept:.3f} is off the requested {rate:g} by more than 0.05 "
+                              f"(counted in the evaluated model's tokens)")
         cell["seconds"] = cell["seconds"] or 0.0
 
     def finished(self) -> bool:

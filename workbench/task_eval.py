@@ -16,8 +16,7 @@ from __future__ import annotations
 import torch
 
 from workbench import kv_eval
-from workbench.evaluate import kv_path
-from workbench.methods import presses
+from workbench.evaluate import pressed_caches
 from workbench.plan import MethodSpec, ProtocolSpec
 
 
@@ -67,35 +66,13 @@ def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolS
     model = lm.model
     ctx_ids = _ids(lm, sample.context)
     ctx = torch.tensor([ctx_ids], device=model.device)
-    n_ctx, max_new = len(ctx_ids), max_new_tokens(protocol, sample)
-    path, _ = kv_path(method, protocol, shared_allowed)
+    max_new = max_new_tokens(protocol, sample)
     out = {}
-    try:
-        if path == "shared-prefill" and len(rates) > 1:
-            press = presses.build_press(method.name, method.params, rates[0])
-            inner = method.params["press"]["name"] if method.name in presses.SHARED_WRAPPERS else None
-            kv_eval.seed_sample(sample.sample_id)
-            shared = kv_eval.shared_prefill(model, ctx, method.name, press, inner)
-            for rate in rates:
-                cache, select_s = kv_eval.cache_for_rate(model, shared, rate, method.name, method.params)
-                budget = kv_eval.kv_budget(model, cache, n_ctx)
-                result, answer_s = _answer(lm, sample, cache, n_ctx, max_new)
-                kv_eval.clear_masks(model)
-                out[rate] = _record(sample, result, budget, shared.seconds / len(rates) + select_s, answer_s, "shared-prefill", n_ctx)
-            return out
-        decoding = method.name in presses.DECODING_PRESSES
-        for rate in rates:
-            press = presses.build_press(method.name, method.params, rate)
-            kv_eval.seed_sample(sample.sample_id)
-            cache, prefill_s = kv_eval.prefill(model, ctx, press)
-            budget = kv_eval.kv_budget(model, cache, n_ctx)
-            start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else n_ctx
-            result, answer_s = _answer(lm, sample, cache, start, max_new, press=press if decoding else None)
-            kv_eval.clear_masks(model)
-            out[rate] = _record(sample, result, budget, prefill_s, answer_s, "per-rate", n_ctx)
-        return out
-    finally:
-        kv_eval.clear_masks(model)
+    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, sample, ctx, method, rates, protocol, shared_allowed):
+        budget = kv_eval.kv_budget(model, cache, len(ctx_ids))
+        result, answer_s = _answer(lm, sample, cache, start, max_new, press=decoding_press)
+        out[rate] = _record(sample, result, budget, prefill_s, answer_s, path, len(ctx_ids))
+    return out
 
 
 def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec, keep_example: bool = False) -> dict:
