@@ -645,3 +645,17 @@ def test_task_protocol_from_the_form_and_task_scores_in_results(tmp_path):
             assert "score" in keys and "dscore" in keys and "ppl" not in keys
 
     drive(go())
+
+
+def test_plot_series_start_at_the_baseline_and_sorting_puts_missing_values_last():
+    from workbench.screens import data
+
+    session = saved_session(None, runner=FakeRunner(fail={"snapkv": "boom"}))
+    cells = list(session.cells.values())
+    lines = data.series(cells, "dppl")
+    assert "snapkv" not in lines and "baseline" not in lines  # failed cells and the reference are no lines
+    assert all(pts[-1] == (1.0, 0.0) for pts in lines.values())  # each line ends at the baseline point
+    assert [x for x, _ in lines["knorm"]] == [0.25, 0.5, 0.75, 1.0]
+    ordered = data.sort_cells(cells, "dppl", reverse=True)
+    assert [c["method"] for c in ordered[-3:]] == ["snapkv"] * 3  # no figure: last, in either direction
+    assert [c["key"] for c in data.sort_cells(cells, "dppl")[-3:]] == [c["key"] for c in ordered[-3:]]

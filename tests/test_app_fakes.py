@@ -237,8 +237,8 @@ async def run_to_end(pilot, timeout: float = 20.0) -> None:
 
 
 def saved_session(path, runner: "FakeRunner | None" = None, plan_doc: dict | None = None) -> Session:
-    """A finished fake session written to ``path`` (for open / compare tests)."""
+    """A finished fake session, written to ``path`` when given (for open / compare tests)."""
     from workbench.plan import parse_plan
 
     plan = parse_plan(plan_doc or DEMO_PLAN, source="test")
-    return (runner or FakeRunner())(Session(plan, path), out=str(path))
+    return (runner or FakeRunner())(Session(plan, path), out=str(path) if path else None)

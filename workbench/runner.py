@@ -75,7 +75,7 @@ class _Run:
     # -- the loop ----------------------------------------------------------------------------------
 
     def execute(self) -> Session:
-        from workbench import datasets, models
+        from workbench import models
 
         s = self.session
         s.status = "running"
