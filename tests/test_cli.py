@@ -158,3 +158,24 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, tiny_llama_dir):
     assert result.returncode == 0, result.stderr
     final = json.loads(out.read_text())
     assert all(c["status"] == "done" and c["samples_done"] == 6 for c in final["cells"])
+
+
+def test_non_editable_install_finds_presets_and_data(tmp_path):
+    """`pip install .` (not editable) ships the presets and the bundled datasets as package data."""
+    import os
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    wheels, target = tmp_path / "wheels", tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(repo)], check=True,
+                   capture_output=True, timeout=600)
+    (wheel,) = wheels.glob("*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True,
+                   capture_output=True, timeout=600)
+    code = ("import workbench, workbench.plan as p, workbench.datasets as d; "
+            "print(workbench.__file__); print(','.join(p.preset_names())); print(len(d.load_documents('gsm8k')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True,
+                         env={**os.environ, "PYTHONPATH": str(target)}).stdout.split()
+    assert out[0].startswith(str(target))
+    assert {"quickstart", "kv-compare"} <= set(out[1].split(","))
+    assert out[2] == "1319"
