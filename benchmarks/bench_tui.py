@@ -24,6 +24,7 @@ import re
 import select
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -123,7 +124,10 @@ def bench_plan(kind: str, folder: Path):
                                                      {"name": "paulgraham", "samples": 16}],
                "methods": methods, "rates": [0.75, 0.5, 0.25]}
     elif kind == "tiny":
-        doc = {"model": str(tiny_llama(folder)), "device": "cpu", "dtype": "float32",
+        # Built in another process: torch must first load in the run's worker thread, as in the app.
+        subprocess.run([sys.executable, __file__, "--build-tiny", str(folder / "tiny")], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        doc = {"model": str(folder / "tiny"), "device": "cpu", "dtype": "float32",
                "datasets": [{"name": "wikitext2", "samples": 16}],
                "protocol": {"context_tokens": 512, "continuation_tokens": 64}, "methods": methods, "rates": [0.75, 0.5, 0.25]}
     else:
@@ -233,7 +237,11 @@ def main() -> int:
     parser.add_argument("--runner", default="fake,tiny", help="comma-separated: fake, tiny, embedded")
     parser.add_argument("--seconds", type=float, default=8.0, help="how long to press keys during each run")
     parser.add_argument("--starts", type=int, default=5, help="app starts for the first-frame time")
+    parser.add_argument("--build-tiny", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.build_tiny:
+        tiny_llama(Path(args.build_tiny))
+        return 0
 
     rows = []
     starts = [first_frame_seconds() for _ in range(args.starts)]

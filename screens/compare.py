@@ -22,7 +22,7 @@ from workbench.screens import data
 from workbench.screens.widgets import ViewBar
 from workbench.screens.plots import Legend, MetricPlot, line_styles
 
-METRIC_ORDER = ("dppl", "dpct", "ppl", "kept", "tokens")
+METRIC_ORDER = ("dppl", "dpct", "ppl", "score", "dscore", "kept", "tokens")
 TOLERANCE = 1e-9  # relative: values this close are "the same" (JSON round-trips are exact anyway)
 
 
@@ -64,7 +64,7 @@ class CompareScreen(Screen):
 
     def on_mount(self) -> None:
         self.sessions: list[Session] = []
-        self.metric = "dppl"
+        self.metric: str | None = None  # None: chosen from the first session (ΔPPL, or its task score)
         self._seen = None
         self.on_screen_resume()
 
@@ -103,14 +103,20 @@ class CompareScreen(Screen):
             self.refresh_view()
 
     def action_cycle_metric(self) -> None:
-        self.metric = METRIC_ORDER[(METRIC_ORDER.index(self.metric) + 1) % len(METRIC_ORDER)]
+        self.metric = METRIC_ORDER[(METRIC_ORDER.index(self._metric()) + 1) % len(METRIC_ORDER)]
         self.refresh_view()
+
+    def _metric(self) -> str:
+        if self.metric:
+            return self.metric
+        return data.quality_metric(list(self.sessions[0].cells.values())) if self.sessions else "dppl"
 
     def _session_label(self, session: Session) -> str:
         return session.path.stem if session.path else session.plan.name
 
     def refresh_view(self) -> None:
-        label = data.METRICS[self.metric][0]
+        metric = self._metric()
+        label = data.METRICS[metric][0]
         names = [self._session_label(s) for s in self.sessions]
         bar = self.query_one("#bar", Static)
         if len(self.sessions) < 2:
@@ -118,33 +124,33 @@ class CompareScreen(Screen):
             bar.update(f"Compare needs two or more saved sessions{have}: press a to add one.")
         else:
             bar.update(f"{label} of {len(self.sessions)} sessions, same axes: {' | '.join(names)} — m: metric")
-        self._plots(names)
-        self._table(names)
+        self._plots(names, metric)
+        self._table(names, metric)
 
-    def _plots(self, names: list[str]) -> None:
+    def _plots(self, names: list[str], metric: str) -> None:
         box = self.query_one("#plots", Horizontal)
         box.remove_children()
         cells = [list(s.cells.values()) for s in self.sessions]
-        every = [data.series(c, self.metric) for c in cells]
+        every = [data.series(c, metric) for c in cells]
         limits = data.bounds(every)  # the same axes for every session: differences read at a glance
         styles = line_styles([label for s in every for label in s])
-        plots = [MetricPlot(self.metric, title=name) for name in names]
+        plots = [MetricPlot(metric, title=name) for name in names]
         box.mount_all(plots)
         for plot, c in zip(plots, cells):
-            plot.draw(c, self.metric, limits=limits, styles=styles)
+            plot.draw(c, metric, limits=limits, styles=styles)
         self.query_one(Legend).show(styles)
 
-    def _table(self, names: list[str]) -> None:
+    def _table(self, names: list[str], metric: str) -> None:
         table = self.query_one(DataTable)
         table.clear(columns=True)
-        label = data.METRICS[self.metric][0]
+        label = data.METRICS[metric][0]
         table.add_columns("Dataset", "Method", "Rate", *(f"{label} {n}" for n in names))
         if len(names) == 2:
             table.add_column("Δ (2nd − 1st)")
-        for (dataset, method, rate), values in comparison(self.sessions, self.metric):
+        for (dataset, method, rate), values in comparison(self.sessions, metric):
             present = [v for v in values if isinstance(v, (int, float))]
             differs = len(present) > 1 and max(present) - min(present) > TOLERANCE * max(1.0, max(abs(v) for v in present))
-            lower_better = self.metric in ("dppl", "dpct", "ppl")
+            lower_better = metric in ("dppl", "dpct", "ppl")
             best = (min(present) if lower_better else max(present)) if differs else None
             worst = (max(present) if lower_better else min(present)) if differs else None
             row = [dataset, method, "thr" if rate is None else f"{rate:.2f}"]

@@ -43,14 +43,14 @@ def latency(cell: dict) -> float | None:
 def status_text(cell: dict) -> str:
     """Short: the status and, while unfinished, samples done/total (the message is in the detail line)."""
     status = cell.get("status", "pending")
-    if status != "done" and cell.get("samples_total"):
+    if status in ("pending", "running", "cancelled") and cell.get("samples_total"):
         return f"{status} {cell.get('samples_done', 0)}/{cell['samples_total']}"
     return status
 
 
-def _baseline_zero(cell: dict, key: str):
-    # The baseline is its own reference: its delta is 0 by definition once it has a PPL.
-    if cell["method"] == BASELINE_LABEL and cell.get("ppl") is not None:
+def _baseline_zero(cell: dict, key: str, figure: str = "ppl"):
+    # The baseline is its own reference: its delta is 0 by definition once it has the figure.
+    if cell["method"] == BASELINE_LABEL and cell.get(figure) is not None:
         return 0.0
     return cell.get(key)
 
@@ -77,15 +77,29 @@ COLUMNS: tuple[Column, ...] = (
     Column("latency", "s/sample", latency, lambda c: _num(latency(c), ".2f")),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("score", "Score", lambda c: c.get("score"), lambda c: _num(c.get("score"), ".3f")),
+    Column("dscore", "ΔScore", lambda c: _baseline_zero(c, "delta_score", "score"),
+           lambda c: _num(_baseline_zero(c, "delta_score", "score"), ".3f", True)),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 
 
+PPL_COLUMNS, SCORE_COLUMNS = {"ppl", "dppl", "dpct"}, {"score", "dscore"}
+
+
 def columns_for(cells: list[dict]) -> list[Column]:
-    """Every column, but Dataset only when the session has more than one (saves width at 80 columns)."""
+    """The columns worth their width at 80 columns: Dataset only with several datasets; the perplexity
+    columns only when a cell has a perplexity, the task-score ones only when a cell has a score (as the
+    engine's text tables do). A session with neither (nothing finished yet) shows the perplexity ones."""
     several = len({c["dataset"] for c in cells}) > 1
-    return [c for c in COLUMNS if c.key != "dataset" or several]
+    has_ppl = any(c.get("ppl") is not None for c in cells)
+    has_score = any(c.get("score") is not None for c in cells)
+    hidden = set() if several else {"dataset"}
+    if has_score and not has_ppl:
+        hidden |= PPL_COLUMNS
+    if not has_score:
+        hidden |= SCORE_COLUMNS
+    return [c for c in COLUMNS if c.key not in hidden]
 
 
 def sort_cells(cells: list[dict], column: str, reverse: bool = False) -> list[dict]:
@@ -114,8 +128,9 @@ METRICS: dict[str, tuple[str, Callable[[dict], Any]]] = {
     "dpct": ("ΔPPL %", lambda c: _baseline_zero(c, "delta_ppl_pct")),
     "ppl": ("PPL", lambda c: c.get("ppl")),
     "score": ("task score", lambda c: c.get("score")),
-    "tokens": ("KV tokens kept / layer", lambda c: c.get("kv_tokens_per_layer")),
-    "bytes": ("KV MiB kept", lambda c: c["kv_bytes"] / 2**20 if c.get("kv_bytes") is not None else None),
+    "dscore": ("Δ task score", lambda c: _baseline_zero(c, "delta_score", "score")),
+    "tokens": ("tokens kept / layer", lambda c: c.get("kv_tokens_per_layer")),
+    "bytes": ("MiB kept", lambda c: c["kv_bytes"] / 2**20 if c.get("kv_bytes") is not None else None),
     "kept": ("kept fraction", lambda c: c.get("kept_fraction")),
 }
 

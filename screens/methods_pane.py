@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Label, SelectionList, Static
 from textual.widgets.selection_list import Selection

@@ -18,7 +18,7 @@ from workbench.screens import data
 
 # The 16 ANSI colours by number (plotext takes 0–255; Rich writes the same code as "color(N)"), so a line
 # and its legend entry look alike on every terminal. Not by name: plotext's "yellow" is not ANSI yellow.
-COLOURS = (6, 5, 2, 3, 4, 1, 14, 13, 10, 11)
+COLOURS = (6, 3, 2, 5, 4, 7, 11, 10, 13, 12)  # no red: red means an error in this app
 MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%", "=", "~")
 RATE_LABEL = "rate (fraction kept)"
 
@@ -64,7 +64,7 @@ class MetricPlot(PlotextPlot):
         plt = self.plt
         plt.clear_figure()
         heading = self.title or f"{data.METRICS[self.metric][0]} vs rate"
-        plt.title(heading if self.lines else f"{heading}: no finished cells yet")
+        plt.title(heading)  # (an empty plot says so in the legend line: a long title would not fit 40 columns)
         own = styles is None
         styles = styles or line_styles(self.lines)
         for name, pts in sorted(self.lines.items()):

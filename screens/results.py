@@ -55,7 +55,7 @@ class ResultsScreen(Screen):
 
     def on_mount(self) -> None:
         self.sort_key, self.reverse = "rate", True
-        self.metric = "dppl"
+        self.metric: str | None = None  # None: ΔPPL, or the task score for a task session, until m is pressed
         self._shown = -1
         self.columns: list[data.Column] = []
         self.order: list[dict] = []
@@ -110,9 +110,10 @@ class ResultsScreen(Screen):
             self._draw_plots(cells)
 
     def _draw_plots(self, cells: list[dict]) -> None:
-        styles = line_styles([*data.series(cells, self.metric), *data.series(cells, "tokens")])
-        self.query_one("#quality-plot", MetricPlot).draw(cells, self.metric, styles=styles)
-        self.query_one("#budget-plot", MetricPlot).draw(cells, "tokens", title="KV budget: tokens kept per layer", styles=styles)
+        metric = self.metric or data.quality_metric(cells)
+        styles = line_styles([*data.series(cells, metric), *data.series(cells, "tokens")])
+        self.query_one("#quality-plot", MetricPlot).draw(cells, metric, styles=styles)
+        self.query_one("#budget-plot", MetricPlot).draw(cells, "tokens", title="KV budget: tokens kept / layer", styles=styles)
         self.query_one(Legend).show(styles)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -166,7 +167,8 @@ class ResultsScreen(Screen):
             self.query_one(DataTable).focus()
 
     def action_cycle_metric(self) -> None:
-        order = ("dppl", "dpct", "ppl", "score")
-        self.metric = order[(order.index(self.metric) + 1) % len(order)]
+        order = ("dppl", "dpct", "ppl", "score", "dscore")
+        current = self.metric or data.quality_metric(list(self.app.cells.values()))
+        self.metric = order[(order.index(current) + 1) % len(order)]
         if self.query_one(ContentSwitcher).current == "plots":
             self._draw_plots(list(self.app.cells.values()))

@@ -19,7 +19,7 @@ from workbench.screens import data
 from workbench.screens.widgets import ViewBar
 from workbench.screens.plots import Legend, MetricPlot, line_styles
 
-QUALITY_METRICS = ("dppl", "dpct", "ppl", "score")
+QUALITY_METRICS = ("dppl", "dpct", "ppl", "score", "dscore")
 BUDGET_METRICS = ("tokens", "bytes", "kept")
 PLOT_INTERVAL = 0.25  # seconds: at most four redraws a second, however fast cells finish
 
@@ -70,7 +70,8 @@ class RunScreen(Screen):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.quality, self.budget = "dppl", "tokens"
+        self.quality: str | None = None  # None: ΔPPL, or the task score for a task session, until m is pressed
+        self.budget = "tokens"
         self._drawn = -1
         self._logged = 0
         self._log_state = None
@@ -151,9 +152,10 @@ class RunScreen(Screen):
         if only is None:
             self._drawn = self.app.results_version
         cells = list(self.app.cells.values())
-        styles = line_styles([*data.series(cells, self.quality), *data.series(cells, self.budget)])
+        quality = self.quality or data.quality_metric(cells)
+        styles = line_styles([*data.series(cells, quality), *data.series(cells, self.budget)])
         if only in (None, "#quality-plot"):
-            self.query_one("#quality-plot", MetricPlot).draw(cells, self.quality, styles=styles)
+            self.query_one("#quality-plot", MetricPlot).draw(cells, quality, styles=styles)
         if only in (None, "#budget-plot"):
             self.query_one("#budget-plot", MetricPlot).draw(cells, self.budget, styles=styles,
                                                             title=f"KV budget: {data.METRICS[self.budget][0]}")
@@ -169,7 +171,8 @@ class RunScreen(Screen):
         self.app.action_cancel_run()
 
     def action_cycle_quality(self) -> None:
-        self.quality = QUALITY_METRICS[(QUALITY_METRICS.index(self.quality) + 1) % len(QUALITY_METRICS)]
+        current = self.quality or data.quality_metric(list(self.app.cells.values()))
+        self.quality = QUALITY_METRICS[(QUALITY_METRICS.index(current) + 1) % len(QUALITY_METRICS)]
         self.redraw(only="#quality-plot")
 
     def action_cycle_budget(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import (Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Select, Static,
@@ -21,8 +21,8 @@ from workbench.models import EMBEDDED_MODELS, ModelLoadError, classify_model_spe
 from workbench.plan import Plan, PlanError, load_preset, parse_plan, preset_names
 from workbench.screens import data
 from workbench.screens.widgets import ViewBar
-from workbench.screens.widgets import Check, Radio
 from workbench.screens.methods_pane import MethodsPane, entries_from_plan, method_value
+from workbench.screens.setup_forms import DatasetsForm, RatesForm
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -49,66 +49,6 @@ def _rates_text(rates: list) -> str:
     return ", ".join(f"{r:g}" for r in rates)
 
 
-class DatasetsForm(VerticalScroll):
-    """The Datasets tab: bundled datasets (checked = in the plan) and other specs."""
-
-    def compose(self) -> ComposeResult:
-        yield Static("    dataset         samples  seed", classes="note")
-        for info in list_datasets():
-            with Horizontal(classes="ds-row"):
-                yield Check(info.name, id=f"ds-{info.name}", compact=True)
-                yield Input("4", id=f"ds-{info.name}-samples", type="integer", compact=True)
-                yield Input("0", id=f"ds-{info.name}-seed", type="integer", compact=True)
-                yield Static(f"{info.kind}: {info.description}", classes="desc", markup=False)
-        yield Static("", classes="note")
-        with Horizontal(classes="row"):
-            yield Label("Other datasets")
-            yield Input(id="ds-other", placeholder="hf:path[:config][:split], file.txt, file.jsonl (comma-separated)",
-                        compact=True)
-        with Horizontal(classes="ds-row"):
-            yield Static("    samples, seed", classes="note")
-            yield Input("4", id="ds-other-samples", type="integer", compact=True)
-            yield Input("0", id="ds-other-seed", type="integer", compact=True)
-
-
-class RatesForm(VerticalScroll):
-    """The Rates & protocol tab."""
-
-    def compose(self) -> ComposeResult:
-        with Horizontal(classes="row"):
-            yield Label("Rates as")
-            with RadioSet(id="rates-mode", compact=True):
-                yield Radio("a list", value=True, id="rates-as-list")
-                yield Radio("a sweep", id="rates-as-sweep")
-        with Horizontal(classes="row", id="rates-list-row"):
-            yield Label("Rates (kept)")
-            yield Input(id="rates-list", placeholder="0.75, 0.5, 0.25", compact=True)
-        with Horizontal(classes="row", id="rates-sweep-row"):
-            yield Label("start/stop/step")
-            yield Input("0.9", id="sweep-start", compact=True)
-            yield Input("0.1", id="sweep-stop", compact=True)
-            yield Input("0.2", id="sweep-step", compact=True)
-        yield Static("", id="rates-preview", classes="note", markup=False)
-        with Horizontal(classes="row"):
-            yield Label("Protocol")
-            with RadioSet(id="protocol", compact=True):
-                yield Radio("context→continuation", value=True, id="proto-cc")
-                yield Radio("chunked", id="proto-chunked")
-        with Horizontal(classes="row"):
-            yield Label("Context tokens")
-            yield Input("1024", id="context-tokens", type="integer", compact=True)
-        with Horizontal(classes="row"):
-            yield Label("Scored tokens")
-            yield Input("128", id="continuation-tokens", type="integer", compact=True)
-        with Horizontal(classes="row", id="chunk-row"):
-            yield Label("Chunk size")
-            yield Input("128", id="chunk-size", type="integer", compact=True)
-        yield Check("one prefill for every rate where results are identical (shared prefill)", True,
-                       id="shared-prefill", compact=True)
-        yield Static("rate = fraction of context tokens KEPT (1.0 = uncompressed). Scored tokens are "
-                     "predicted through the compressed cache.", classes="note")
-
-
 class SetupScreen(Screen):
     DEFAULT_CSS = """
     SetupScreen TabbedContent { height: 1fr; }
@@ -128,6 +68,7 @@ class SetupScreen(Screen):
     SetupScreen #summary { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     SetupScreen #summary.-invalid { background: $error 25%; color: $text; }
     SetupScreen .note { color: $text-muted; height: auto; margin-bottom: 1; }
+    SetupScreen #task-rows { height: auto; }
     """
     BINDINGS = [Binding("ctrl+l", "load_plan", "Load plan"),
                 Binding("ctrl+n", "next_tab", "Next tab", show=False)]
@@ -175,7 +116,7 @@ class SetupScreen(Screen):
     def _when_ready(self) -> None:
         # The hidden tabs are mounted lazily, after the first frame, so that frame comes quickly; the
         # form is filled and checked once they are all there.
-        if not all(self.query(selector) for selector in ("#ds-other-seed", "#shared-prefill", "#methods")):
+        if not all(self.query(selector) for selector in ("#ds-other-seed", "#question-aware", "#methods")):
             self.set_timer(0.01, self._when_ready)
             return
         self._ready = True
@@ -223,10 +164,14 @@ class SetupScreen(Screen):
         q("#rates-as-list", RadioButton).value = True
         q("#rates-list", Input).value = _rates_text(plan.rates)
         p = plan.protocol
-        q("#proto-chunked" if p.name == "chunked" else "#proto-cc", RadioButton).value = True
+        q({"chunked": "#proto-chunked", "task": "#proto-task"}.get(p.name, "#proto-cc"), RadioButton).value = True
         q("#context-tokens", Input).value = str(p.context_tokens)
         q("#continuation-tokens", Input).value = str(p.continuation_tokens)
         q("#chunk-size", Input).value = str(p.chunk_size or 128)
+        q("#max-new-tokens", Input).value = str(p.max_new_tokens) if getattr(p, "max_new_tokens", None) else ""
+        q("#n-shots", Input).value = str(getattr(p, "n_shots", 4))
+        q("#depths", Input).value = _rates_text(p.depths) if getattr(p, "depths", None) else ""
+        q("#question-aware", Checkbox).value = bool(getattr(p, "question_aware", False))
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
         q(MethodsPane).set_entries(entries_from_plan(plan))
 
@@ -259,14 +204,24 @@ class SetupScreen(Screen):
         else:
             rates = [_float(t) for t in q("#rates-list", Input).value.replace(",", " ").split()]
             where.append(("rates", "#rates-list"))
-        chunked = q("#proto-chunked", RadioButton).value
-        protocol = {"name": "chunked" if chunked else "context-continuation",
+        chunked, task = q("#proto-chunked", RadioButton).value, q("#proto-task", RadioButton).value
+        protocol = {"name": "chunked" if chunked else "task" if task else "context-continuation",
                     "context_tokens": _int(q("#context-tokens", Input).value),
                     "continuation_tokens": _int(q("#continuation-tokens", Input).value)}
         if chunked:
             protocol["chunk_size"] = _int(q("#chunk-size", Input).value)
+        if task:
+            if q("#max-new-tokens", Input).value.strip():
+                protocol["max_new_tokens"] = _int(q("#max-new-tokens", Input).value)
+            protocol["n_shots"] = _int(q("#n-shots", Input).value)
+            depths = q("#depths", Input).value.replace(",", " ").split()
+            if depths:
+                protocol["depths"] = [_float(d) for d in depths]
+            protocol["question_aware"] = q("#question-aware", Checkbox).value
         where += [("protocol.context_tokens", "#context-tokens"), ("protocol.continuation_tokens", "#continuation-tokens"),
-                  ("protocol.chunk_size", "#chunk-size"), ("protocol", "#protocol"), ("methods", "#methods"),
+                  ("protocol.chunk_size", "#chunk-size"), ("protocol.max_new_tokens", "#max-new-tokens"),
+                  ("protocol.n_shots", "#n-shots"), ("protocol.depths", "#depths"), ("protocol.question_aware", "#question-aware"),
+                  ("protocol", "#protocol"), ("methods", "#methods"),
                   ("shared_prefill", "#shared-prefill")]
         doc = {"name": q("#plan-name", Input).value.strip() or "session", "model": q("#model", Input).value.strip(),
                "device": q("#device", Select).value, "dtype": q("#dtype", Select).value, "datasets": datasets,
@@ -344,6 +299,7 @@ class SetupScreen(Screen):
         self.query_one("#rates-list-row").display = not sweep
         self.query_one("#rates-sweep-row").display = sweep
         self.query_one("#chunk-row").display = self.query_one("#proto-chunked", RadioButton).value
+        self.query_one("#task-rows").display = self.query_one("#proto-task", RadioButton).value
 
     # -- events ------------------------------------------------------------------------------------
 

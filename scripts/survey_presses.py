@@ -122,6 +122,7 @@ def err_str(e: BaseException) -> str:
 def cache_stats(model, cache):
     n_layers = len(model.model.layers)
     lens, masked, zero_ch, phys, has_mask = [], [], [], 0, False
+    layer_kept, head_kept = [], []
     for i in range(n_layers):
         k = cache.layers[i].keys
         b, h, L, d = k.shape
@@ -135,8 +136,11 @@ def cache_stats(model, cache):
             bi, hi, si = (t.cpu().long() for t in mki)
             m[bi, hi, si] = True
             masked.append(int(m.sum().item()))
+            head_kept += ((L - m.sum(-1)) / C).flatten().tolist()
         else:
             masked.append(0)
+            head_kept += [L / C] * (b * h)
+        layer_kept.append((b * h * L - masked[-1]) / (b * h * C))
     b, h = cache.layers[0].keys.shape[:2]
     total_full = n_layers * b * h * C
     return dict(
@@ -148,6 +152,10 @@ def cache_stats(model, cache):
         has_mask=has_mask,
         logical_kept_of_cache=1 - sum(masked) / phys,
         logical_kept=(phys - sum(masked)) / total_full,
+        layer_kept_min=min(layer_kept),
+        layer_kept_max=max(layer_kept),
+        head_kept_min=min(head_kept),
+        head_kept_max=max(head_kept),
         zero_key_channels=sum(zero_ch),
         zero_key_channels_frac=sum(zero_ch) / (n_layers * b * h * cache.layers[0].keys.shape[-1]),
     )
@@ -541,7 +549,8 @@ def run_one(cfg, ctx, impl):
     res = dict(impl=impl)
     set_impl(model, impl)
     reset_model(model)
-    prefill(model, None, ids[:, :C], DynamicCache())  # warm-up so the timed run is not the first in this mode
+    # warm-up so the timed run is not the first in this mode; its time is the reference for t/t_base
+    _, res["base_time_s"] = prefill(model, None, ids[:, :C], DynamicCache())
     reset_model(model)
     try:
         press = cfg["factory"](ctx)
@@ -558,6 +567,7 @@ def run_one(cfg, ctx, impl):
         return res
     res["status"] = "ok"
     res["time_s"] = dt
+    res["time_rel"] = dt / res["base_time_s"]
     res["prefill_logits_equal_baseline"] = bool(
         out.logits.shape[1] == ctx["base_logits"][impl].shape[1]
         and torch.equal(out.logits[:, -1], ctx["base_logits"][impl][:, -1]))
@@ -672,6 +682,9 @@ def main():
                 row["score_dep_ratio"] = "ERR " + err_str(e)
         results.append(row)
         print(fmt_row(row, modes), flush=True)
+        if args.json:  # incremental dump so a killed run keeps its rows
+            with open(args.json + ".partial", "w") as f:
+                json.dump(dict(baseline=base, results=results), f, indent=1, default=str)
 
     # multi-pass presses: are their internally stored scores ratio-dependent? (run at 0.25 and 0.75)
     extra = {}
@@ -818,25 +831,50 @@ def _f(x):
 def print_table(results, base, modes):
     print("\n\n## Summary (C=512, ratio 0.5, continuation 32 tokens at positions C..C+31)")
     print("baseline: " + ", ".join(f"{m}: PPL {base[m]['ppl']:.3f} t={base[m]['time_s']:.2f}s" for m in modes))
-    hdr = ["press"] + modes + ["len min-max", "phys kept", "logical kept", "masks?", "score dep. ratio",
-                               "random", "PPL sdpa", "PPL eager", "t sdpa", "t eager"]
+    print("PPL*: 32-token chunk failed, PPL from token-by-token decoding; t (x base): prefill seconds and ratio to an"
+          " unpressed prefill timed just before (CPU, noisy)")
+    hdr = ["press"] + modes + ["len min-max", "phys kept", "logical kept", "kept/layer min-max",
+                               "kept/head min-max", "masks?", "score dep. ratio", "random", "PPL sdpa", "PPL eager",
+                               "t sdpa (x base)", "t eager (x base)", "notes"]
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for row in results:
         ref = next((row[m] for m in modes if row[m]["status"] == "ok"), None)
         cells = [row["label"]] + [short(row[m]) for m in modes]
         if ref is None:
-            cells += ["-"] * 5
+            cells += ["-"] * 6
         else:
             cells += [f"{ref['len_min']}-{ref['len_max']}", f"{ref['phys_kept']:.3f}", f"{ref['logical_kept']:.3f}",
+                      f"{ref['layer_kept_min']:.3f}-{ref['layer_kept_max']:.3f}",
+                      f"{ref['head_kept_min']:.3f}-{ref['head_kept_max']:.3f}",
                       "yes" if ref["has_mask"] else "no"]
         cells += [str(row.get("score_dep_ratio", "-")), str(row.get("score_random", "-"))]
+        notes = []
         for m in ("sdpa", "eager"):
             r = row.get(m)
-            cells.append(_f(r.get("ppl")) if r and r["status"] == "ok" else "-")
+            if r and r["status"] == "ok":
+                star = "*" if r.get("ppl_mode") == "token-by-token" else ""
+                cells.append(_f(r.get("ppl")) + star if r.get("ppl") is not None else "ERR")
+                if "ppl_chunk_err" in r:
+                    notes.append(f"{m}: 32-token chunk failed ({r['ppl_chunk_err'][:70]})")
+                if "ppl_err" in r:
+                    notes.append(f"{m}: token-by-token failed too")
+                if "ppl_pos_from_cache_len" in r:
+                    notes.append(f"{m}: PPL with positions from cache len = {_f(r['ppl_pos_from_cache_len'])}")
+                if "decode_ppl" in r or "decode_err" in r:
+                    notes.append(f"{m}: in-press decode PPL={_f(r.get('decode_ppl'))} len after={r.get('decode_len_after')}"
+                                 f" masked={r.get('decode_masked')} {r.get('decode_err') or ''}")
+                if r.get("zero_key_channels"):
+                    notes.append(f"{m}: zeroed key channels {r['zero_key_channels_frac']:.2f}")
+                if not r.get("prefill_logits_equal_baseline"):
+                    notes.append(f"{m}: prefill logits differ from unpressed (max {r['prefill_logits_maxdiff']:.1e})")
+                notes.append(f"{m}: press.compression_ratio={_f(r.get('reported_ratio'))[:40]}")
+            else:
+                cells.append("-")
         for m in ("sdpa", "eager"):
             r = row.get(m)
-            cells.append(f"{r['time_s']:.2f}" if r and r["status"] == "ok" else "-")
+            cells.append(f"{r['time_s']:.2f} ({r['time_rel']:.1f}x)" if r and r["status"] == "ok" else "-")
+        cells.append("; ".join(notes))
         print("| " + " | ".join(cells) + " |")
 
 

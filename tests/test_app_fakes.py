@@ -12,7 +12,9 @@ drops, more for 'random' than for the others; the KV budget is rate × context t
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
 import threading
 import time
@@ -35,6 +37,7 @@ DEMO_PLAN = {
 }
 DEMO_PRESET = Path(tempfile.mkdtemp(prefix="workbench-test-")) / "demo.json"
 DEMO_PRESET.write_text(json.dumps(DEMO_PLAN))
+atexit.register(shutil.rmtree, DEMO_PRESET.parent, True)
 BYTES_PER_TOKEN = 2 * 30 * 3 * 64 * 4  # K and V, 30 layers, 3 KV heads, head_dim 64, float32
 
 

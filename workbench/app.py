@@ -222,6 +222,7 @@ class WorkbenchApp(SessionFlows, App):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run_worker(self, session: Session, cancel: threading.Event, run_id: int) -> Session:
+        _lower_priority_of_this_thread()
         return self.run_fn(session, self._event_poster(run_id), cancel, out=str(session.path))
 
     def _event_poster(self, run_id: int):
@@ -248,7 +249,11 @@ class WorkbenchApp(SessionFlows, App):
             state.elapsed = ev.data.get("elapsed", state.elapsed)
             state.cell, state.message = ev.data.get("cell") or state.cell, ev.message
         elif ev.kind == "cell-started":
-            state.cell = ev.data.get("cell", ev.message)
+            # A method announces all its rates' cells at once (one sample serves them all): show the
+            # first until it finishes, not the last announced.
+            current = self.cells.get(state.cell or "")
+            if current is None or current["status"] not in ("pending", "running"):
+                state.cell = ev.data.get("cell", ev.message)
         elif ev.kind == "cell-finished":
             gc.freeze()  # what the worker imported and built for this cell (kvpress, caches) stays: never walk it
             cell = ev.data["cell"]
@@ -354,6 +359,17 @@ class WorkbenchApp(SessionFlows, App):
             yield SystemCommand(f"view: {'progress' if mode == 'run' else mode}", text, lambda m=mode: self.switch_mode(m))
         yield SystemCommand("view: help", "key bindings and what each view does (F1 or ?)", self.action_help)
         yield from super().get_system_commands(screen)
+
+
+def _lower_priority_of_this_thread(niceness: int = 5) -> None:
+    """Let the UI thread win the CPU when both want it (Linux schedules each thread with its own nice
+    value). On a CPU-only machine torch's compute threads fill every core; keys then waited up to ~120 ms
+    for a core. torch creates those threads from this one, after this call, so they inherit the value;
+    with the UI idle the run still gets every core, and the headless mode is not affected."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the run simply keeps its priority
+        pass
 
 
 def _error_modal(title: str, message: str, path: str | None):
