@@ -624,7 +624,22 @@ def main():
     ap.add_argument("--only", default=None, help="comma-separated substrings of config labels")
     ap.add_argument("--modes", default="sdpa,eager")
     ap.add_argument("--skip-score-tests", action="store_true")
+    ap.add_argument("--range", default=None, help="i:j slice of the configuration list")
+    ap.add_argument("--extras-only", action="store_true", help="only the run-level score / reproduction tests")
+    ap.add_argument("--table-from", default=None, help="comma-separated json files of earlier runs: just print")
     args = ap.parse_args()
+    if args.table_from:
+        results, extra, base = [], {}, None
+        for fn in args.table_from.split(","):
+            with open(fn) as f:
+                d = json.load(f)
+            base = d.get("baseline") or base
+            results += d.get("results", [])
+            extra.update(d.get("extra", {}))
+        modes = [m for m in ("sdpa", "eager") if m in base]
+        print_table(results, base, modes)
+        print_extra(extra)
+        return
 
     tok, model = load_model(args.model_cache)
     ids = load_ids(tok)
@@ -661,6 +676,11 @@ def main():
     if args.only:
         keys = args.only.split(",")
         cfgs = [c for c in cfgs if any(k in c["label"] for k in keys)]
+    if args.range:
+        i, j = (int(x) for x in args.range.split(":"))
+        cfgs = cfgs[i:j]
+    if args.extras_only:
+        cfgs = []
 
     results = []
     for cfg in cfgs:
@@ -692,19 +712,23 @@ def main():
 
     # multi-pass presses: are their internally stored scores ratio-dependent? (run at 0.25 and 0.75)
     extra = {}
-    if not args.skip_score_tests and not args.only:
+    if not args.skip_score_tests and (args.extras_only or not (args.only or args.range)):
         extra["run_level_scores"] = run_level_score_tests(ctx)
         extra["reproduce_from_stored_scores"] = reproduce_tests(ctx)
 
     print_table(results, base, modes)
-    for k, v in extra.items():
-        print(f"\n## {k}")
-        for kk, vv in v.items():
-            print(f"  {kk}: {vv}")
+    print_extra(extra)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(baseline=base, results=results, extra=extra, dms_threshold=ctx["dms_thr"]), f,
                       indent=1, default=str)
+
+
+def print_extra(extra):
+    for k, v in extra.items():
+        print(f"\n## {k}")
+        for kk, vv in v.items():
+            print(f"  {kk}: {vv}")
 
 
 def run_level_score_tests(ctx):

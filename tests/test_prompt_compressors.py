@@ -121,3 +121,24 @@ def test_selective_context_beats_random_on_quickstart_samples(smollm2):
         recs = [evaluate.evaluate_prompt(smollm2, s, c, [0.5], plan.protocol)[0.5] for s in samples]
         ppl[name] = math.exp(sum(r["nll_sum"] for r in recs) / sum(r["n_tokens"] for r in recs))
     assert ppl["selective-context"] < ppl["random"], ppl
+
+
+@embedded
+@pytest.mark.embedded
+def test_llmlingua1_cells_meet_the_rate_or_say_why(smollm2, embedded_cache_dir, tmp_path, monkeypatch):
+    """LLMLingua-1 through the real runner on the embedded model: within 0.05 of the rate, or the cell's reason
+    explains the miss (llmlingua leaves its last short window uncompressed)."""
+    from workbench import runner
+    from workbench.plan import parse_plan
+
+    monkeypatch.setenv("WORKBENCH_CACHE", str(embedded_cache_dir))  # the session's already de-quantised copy
+    plan = parse_plan({"name": "ll1", "model": "smollm2-135m", "device": "cpu", "dtype": "float32",
+                       "datasets": [{"name": "wikitext2", "samples": 2}],
+                       "protocol": {"context_tokens": 384, "continuation_tokens": 16}, "rates": [0.3, 0.7], "methods": ["llmlingua-1"]})
+    session = runner.run(plan, out=str(tmp_path / "s.json"))
+    for cell in session.cells.values():
+        assert cell["status"] == "done", cell["error"]
+        if cell["method"] == "llmlingua-1":
+            assert abs(cell["kept_fraction"] - cell["rate"]) <= 0.05 or "last window" in (cell["reason"] or ""), cell
+            assert cell["examples"] and cell["examples"][0]["dropped"]
+            assert cell["compression_seconds"] > 0 and cell["load_seconds"] is not None

@@ -142,6 +142,9 @@ def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec,
         record["compression_seconds"] = res.seconds
         record["compressed_tokens"] = len(ids)
         record["own"] = res.own
+        kept = len(ids) / protocol.context_tokens
+        if compressor.rate_caveat and abs(kept - rate) > 0.05:
+            record["note"] = f"kept {kept:.2f} for rate {rate:g}: {compressor.rate_caveat}"
         if res.own.get("rules_exhausted"):
             record["note"] = (f"rules exhausted: content words are never dropped, so it kept "
                               f"{len(ids) / protocol.context_tokens:.2f} instead of {rate:g}")

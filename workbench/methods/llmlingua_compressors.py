@@ -200,6 +200,9 @@ def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]]
 class _CausalLMLingua(PromptCompressor):
     """What LLMLingua-1 and LongLLMLingua share: a causal scoring model (loaded here or reused) behind llmlingua."""
 
+    rate_caveat = ("llmlingua budgets in windows of iterative_size tokens and leaves a last window shorter than that "
+                   "uncompressed; its budget is also counted before the kept fragments are re-tokenized")
+
     def __init__(self, **params):
         super().__init__(**params)
         self.model_name = params["model_name"]

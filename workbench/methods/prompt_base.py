@@ -38,6 +38,9 @@ class PromptCompressor:
     # True when the method cannot work without a question (LongLLMLingua): it is then unavailable
     # outside the task protocol with question_aware set, and the cell says so.
     requires_question = False
+    # Why the achieved kept fraction can miss the rate, for methods that cannot hit it exactly; shown as
+    # the cell's reason when a sample misses the rate by more than 0.05.
+    rate_caveat: str | None = None
 
     def __init__(self, **params):
         self.params = params
