@@ -4,6 +4,7 @@ For R rates the per-rate path costs a baseline prefill + R × (pressed prefill +
 shared path costs one prefill that keeps the full cache and the scores + R × (gather + continuation)
 (the baseline comes from the same full cache). Prints, for R = 1, 3, 5, 9: both times, their ratio
 (target ≥ 0.8 × R in a prefill-dominated setting) and the peak memory of each path, measured in one run.
+Times are wall seconds on a GPU and process CPU seconds on a CPU (robust to other work on a shared machine).
 
 Usage: python benchmarks/bench_shared_prefill.py [--model smollm2-135m] [--press snapkv] [--context 2048]
        [--continuation 64] [--rates 1,3,5,9] [--device auto] [--dtype auto] [--repeats 2]
@@ -80,15 +81,19 @@ def main() -> None:
     params = info.resolve_params({})
     peak = PeakMemory(lm.device)
 
+    on_gpu = lm.model.device.type == "cuda"
+
     def timed(fn):
+        """(seconds, peak bytes, result). On a GPU: wall time. On a CPU: the process's CPU time (all its
+        threads), which other processes competing for the cores do not inflate the way they inflate wall time."""
         peak.reset()
-        if lm.model.device.type == "cuda":
+        if on_gpu:
             torch.cuda.synchronize()
-        start = time.perf_counter()
+        start = time.perf_counter() if on_gpu else time.process_time()
         result = fn()
-        if lm.model.device.type == "cuda":
+        if on_gpu:
             torch.cuda.synchronize()
-        return time.perf_counter() - start, peak.peak(), result
+        return (time.perf_counter() if on_gpu else time.process_time()) - start, peak.peak(), result
 
     # Warm-up (first touch of the weights, kernels).
     evaluate.evaluate_baseline(lm, sample, protocol)
@@ -133,7 +138,8 @@ def main() -> None:
 
     gib = 1024**3
     print(f"{args.model} on {lm.device} ({lm.dtype}), press {args.press}, {args.context} context + {args.continuation} continuation tokens\n")
-    head = ("R", "per-rate s", "shared s", "ratio", "target", "peak per-rate", "peak shared", "max rel ΔNLL")
+    unit = "s" if on_gpu else "cpu-s"
+    head = ("R", f"per-rate {unit}", f"shared {unit}", "ratio", "target", "peak per-rate", "peak shared", "max rel ΔNLL")
     print("  ".join(f"{h:>13}" for h in head))
     for n, tp, ts, ratio, target, mp, ms, worst in rows:
         print("  ".join(f"{v:>13}" for v in (n, f"{tp:.2f}", f"{ts:.2f}", f"{ratio:.2f}", f"≥ {target:.1f}",
@@ -141,7 +147,7 @@ def main() -> None:
     if lm.model.device.type == "cuda":
         print("\n(peak = torch's peak allocated GPU memory)")
     else:
-        print("\n(peak = process peak RSS, reset before each measurement)")
+        print("\n(times = process CPU seconds, all threads; peak = process peak RSS, reset before each measurement)")
 
 
 if __name__ == "__main__":

@@ -625,6 +625,8 @@ def main():
     ap.add_argument("--modes", default="sdpa,eager")
     ap.add_argument("--skip-score-tests", action="store_true")
     ap.add_argument("--range", default=None, help="i:j slice of the configuration list")
+    ap.add_argument("--timing", type=int, default=0,
+                    help="timing-only mode: N interleaved repeats of (unpressed, pressed) sdpa prefill, report minima")
     ap.add_argument("--extras-only", action="store_true", help="only the run-level score / reproduction tests")
     ap.add_argument("--table-from", default=None, help="comma-separated json files of earlier runs: just print")
     args = ap.parse_args()
@@ -681,6 +683,9 @@ def main():
         cfgs = cfgs[i:j]
     if args.extras_only:
         cfgs = []
+    if args.timing:
+        timing_mode(cfgs, ctx, args.timing, args.json)
+        return
 
     results = []
     for cfg in cfgs:
@@ -722,6 +727,34 @@ def main():
         with open(args.json, "w") as f:
             json.dump(dict(baseline=base, results=results, extra=extra, dms_threshold=ctx["dms_thr"]), f,
                       indent=1, default=str)
+
+
+def timing_mode(cfgs, ctx, n, json_path):
+    """min-of-n prefill time, pressed vs unpressed, interleaved (robust to a shared, contended CPU)."""
+    model, ids = ctx["model"], ctx["ids"]
+    out = []
+    for cfg in cfgs:
+        impl = "eager" if cfg["cls"] == "ObservedAttentionPress" else "sdpa"
+        set_impl(model, impl)
+        tb, tp, err = [], [], None
+        for _ in range(n):
+            reset_model(model)
+            tb.append(prefill(model, None, ids[:, :C], DynamicCache())[1])
+            reset_model(model)
+            try:
+                press = cfg["factory"](ctx)
+                torch.manual_seed(0)
+                tp.append(prefill(model, press, prefill_input(cfg, ctx), DynamicCache())[1])
+            except Exception as e:
+                err = err_str(e)
+                break
+        row = dict(label=cfg["label"], impl=impl, base_min=min(tb), press_min=min(tp) if tp else None, err=err)
+        out.append(row)
+        print(f"TIMING | {cfg['label']} | {impl} | base {min(tb):.2f}s | "
+              + (f"press {min(tp):.2f}s | x{min(tp) / min(tb):.2f}" if tp else f"ERR {err}"), flush=True)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(dict(timing=out), f, indent=1)
 
 
 def print_extra(extra):
