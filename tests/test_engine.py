@@ -220,3 +220,16 @@ def test_secrets_are_scrubbed_from_errors(monkeypatch):
     text = scrub("401 for token hf_abcdefghijklmnopqrstuvwxyz123456 and key sk-verysecretvalue")
     assert "hf_abc" not in text and "sk-very" not in text
     assert "HF_TOKEN hidden" in text
+
+
+def test_every_press_kvpress_exports_is_in_the_registry():
+    """The static table (validation without importing kvpress) covers every press of the installed kvpress."""
+    import inspect
+
+    import kvpress
+
+    from workbench.methods.presses import PRESSES
+
+    exported = {n for n in kvpress.__all__ if inspect.isclass(getattr(kvpress, n)) and issubclass(getattr(kvpress, n), kvpress.BasePress)}
+    described = {info.implementation for info in PRESSES.values()}
+    assert exported - {"BasePress", "ScorerPress"} <= described

@@ -99,6 +99,9 @@ PRESSES: dict[str, MethodInfo] = {
         _press("decoding", "DecodingPress", "compress every N decoding steps to a fixed number of tokens",
                {"base_press": "knorm", "compression_interval": 512, "target_size": 2048, "hidden_states_buffer_size": 256}, rate_param=None,
                nested=("base_press",)),
+        _press("cam", "CAMPress", "decoding press that merges evicted values into kept ones (CaM)",
+               {"base_press": "knorm", "compression_interval": 512, "target_size": 2048, "hidden_states_buffer_size": 256,
+                "merge_budget": 32}, rate_param=None, nested=("base_press",)),
         _press("prefill-decoding", "PrefillDecodingPress", "one press for prefill, another for decoding",
                {"prefilling_press": "snapkv", "decoding_press": None}, rate_param=None, nested=("prefilling_press", "decoding_press")),
         _press("per-layer-compression", "PerLayerCompressionPress", "an inner press with a compression ratio per layer (list, removed fraction)",
@@ -135,7 +138,7 @@ SHARED_SCORERS = {
 # Wrappers whose selection the shared path reproduces exactly from the inner press's scores.
 SHARED_WRAPPERS = {"adakv"}
 # Presses that compress while decoding: their continuation is scored one token at a time under the press.
-DECODING_PRESSES = {"dms", "decoding", "compression-ratio-decoding", "prefill-decoding"}
+DECODING_PRESSES = {"dms", "decoding", "compression-ratio-decoding", "prefill-decoding", "cam"}
 
 
 def rerotates_keys(name: str, params: dict[str, Any]) -> bool:
