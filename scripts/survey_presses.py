@@ -885,6 +885,12 @@ def fmt_row(row, modes):
     return " | ".join(parts)
 
 
+def _rng(r, key):
+    if f"{key}_min" not in r:
+        return "n/r"
+    return f"{r[key + '_min']:.3f}-{r[key + '_max']:.3f}"
+
+
 def _f(x):
     return f"{x:.3f}" if isinstance(x, float) else str(x)
 
@@ -906,8 +912,7 @@ def print_table(results, base, modes):
             cells += ["-"] * 6
         else:
             cells += [f"{ref['len_min']}-{ref['len_max']}", f"{ref['phys_kept']:.3f}", f"{ref['logical_kept']:.3f}",
-                      f"{ref['layer_kept_min']:.3f}-{ref['layer_kept_max']:.3f}",
-                      f"{ref['head_kept_min']:.3f}-{ref['head_kept_max']:.3f}",
+                      _rng(ref, "layer_kept"), _rng(ref, "head_kept"),
                       "yes" if ref["has_mask"] else "no"]
         cells += [str(row.get("score_dep_ratio", "-")), str(row.get("score_random", "-"))]
         notes = []
@@ -934,7 +939,8 @@ def print_table(results, base, modes):
                 cells.append("-")
         for m in ("sdpa", "eager"):
             r = row.get(m)
-            cells.append(f"{r['time_s']:.2f} ({r['time_rel']:.1f}x)" if r and r["status"] == "ok" else "-")
+            cells.append((f"{r['time_s']:.2f}" + (f" ({r['time_rel']:.1f}x)" if "time_rel" in r else ""))
+                         if r and r["status"] == "ok" else "-")
         cells.append("; ".join(notes))
         print("| " + " | ".join(cells) + " |")
 
