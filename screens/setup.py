@@ -38,6 +38,11 @@ def _int(text: str):
         return text.strip()
 
 
+def _batch_size(text: str):
+    """'auto' (or blank) stays the word; anything else as _int does, for parse_plan to judge."""
+    return "auto" if text.strip().lower() in ("", "auto") else _int(text)
+
+
 def _float(text: str):
     try:
         return float(text.strip())
@@ -173,6 +178,7 @@ class SetupScreen(Screen):
         q("#depths", Input).value = _rates_text(p.depths) if getattr(p, "depths", None) else ""
         q("#question-aware", Checkbox).value = bool(getattr(p, "question_aware", False))
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
+        q("#batch-size", Input).value = str(plan.batch_size)
         q(MethodsPane).set_entries(entries_from_plan(plan))
 
     # -- form → plan -------------------------------------------------------------------------------
@@ -222,11 +228,11 @@ class SetupScreen(Screen):
                   ("protocol.chunk_size", "#chunk-size"), ("protocol.max_new_tokens", "#max-new-tokens"),
                   ("protocol.n_shots", "#n-shots"), ("protocol.depths", "#depths"), ("protocol.question_aware", "#question-aware"),
                   ("protocol", "#protocol"), ("methods", "#methods"),
-                  ("shared_prefill", "#shared-prefill")]
+                  ("shared_prefill", "#shared-prefill"), ("batch_size", "#batch-size")]
         doc = {"name": q("#plan-name", Input).value.strip() or "session", "model": q("#model", Input).value.strip(),
                "device": q("#device", Select).value, "dtype": q("#dtype", Select).value, "datasets": datasets,
                "protocol": protocol, "rates": rates, "methods": q(MethodsPane).entries,
-               "shared_prefill": q("#shared-prefill", Checkbox).value}
+               "shared_prefill": q("#shared-prefill", Checkbox).value, "batch_size": _batch_size(q("#batch-size", Input).value)}
         if self.app.plan is not None and self.app.plan.description:
             doc["description"] = self.app.plan.description
         return doc, where

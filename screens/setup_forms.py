@@ -85,5 +85,9 @@ class RatesForm(VerticalScroll):
             yield Check("question-aware compressors see the question", False, id="question-aware", compact=True)
         yield Check("one prefill for every rate where results are identical (shared prefill)", True,
                        id="shared-prefill", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Batch size")
+            yield Input("auto", id="batch-size", compact=True,
+                        placeholder="auto (GPU memory; 1 on a CPU) or samples per forward pass")
         yield Static("rate = fraction of context tokens KEPT (1.0 = uncompressed). Scored tokens are "
                      "predicted through the compressed cache.", classes="note")

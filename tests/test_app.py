@@ -85,6 +85,29 @@ def test_invalid_rate_is_flagged_in_place_and_nothing_runs(tmp_path):
     drive(go())
 
 
+def test_batch_size_field_reaches_the_plan_and_bad_values_are_flagged(tmp_path):
+    async def go():
+        app = make_app(tmp_path)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause()
+            setup = app.screen
+            setup.query_one("#tabs").active = "tab-rates"
+            await pilot.pause()
+            field = setup.query_one("#batch-size")
+            assert field.value == "auto" and app.plan.batch_size == "auto"
+            field.focus()
+            field.value = ""
+            await pilot.press(*"lots")
+            await pilot.pause()
+            assert field.has_class("-invalid") and app.plan is None and "batch_size" in app.plan_error
+            field.value = ""
+            await pilot.press("8")
+            await pilot.pause()
+            assert not field.has_class("-invalid") and app.plan.batch_size == 8
+
+    drive(go())
+
+
 def test_editing_the_form_updates_cells_and_forward_passes(tmp_path):
     async def go():
         app = make_app(tmp_path)

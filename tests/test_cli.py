@@ -59,6 +59,7 @@ BAD_PRESETS = [
     ({"model": "./no/such/model.gguf"}, "model", ""),
     ({"colour": "blue"}, "(top level)", "unknown key"),
     ({"methods": ["random"]}, "methods[0].name", "set \"family\""),
+    ({"batch_size": 0}, "batch_size", "whole number from 1 to 256"),
 ]
 
 
@@ -72,6 +73,13 @@ def test_malformed_presets_exit_2_naming_file_and_field(tmp_path, patch, field, 
     assert result.returncode == 2
     assert str(path) in result.stderr and f"field '{field}'" in result.stderr and words in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_batch_size_option_reaches_the_plan_or_exits_2():
+    result = workbench("--preset", "quickstart", "--batch-size", "4", "--dry-run")
+    assert result.returncode == 0 and "up to 4 samples per forward pass" in result.stdout
+    result = workbench("--preset", "quickstart", "--batch-size", "several", "--dry-run")
+    assert result.returncode == 2 and "batch_size" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_invalid_json_and_unknown_preset_exit_2(tmp_path):

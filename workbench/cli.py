@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and the work it implies, then exit")
     p.add_argument("--device", help="override the plan's device: auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", help="override the plan's dtype: auto, float32, float16, bfloat16")
+    p.add_argument("--batch-size", metavar="N|auto", help="samples per forward pass where results do not change "
+                   "(baseline, shared-prefill presses); auto: as many as the GPU's free memory allows, 1 on a CPU")
     p.add_argument("--samples", type=int, metavar="N", help="override the number of samples of every dataset")
     p.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
     p.add_argument("--list", choices=["presets", "methods", "datasets"], help="list what is available and exit")
@@ -107,6 +109,8 @@ def _load(args):
         overrides["device"] = args.device
     if args.dtype:
         overrides["dtype"] = args.dtype
+    if args.batch_size:
+        overrides["batch_size"] = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
     if overrides or args.samples:
         from workbench.plan import parse_plan
 
@@ -117,7 +121,7 @@ def _load(args):
                 ds["samples"] = args.samples
         plan = parse_plan(data, source="command line")
         if session is not None:
-            raise SessionError("--device/--dtype/--samples cannot change a session being resumed; use --preset SESSION --out NEW")
+            raise SessionError("--device/--dtype/--batch-size/--samples cannot change a session being resumed; use --preset SESSION --out NEW")
     out = args.out or (args.resume if args.resume else None)
     if out is None:
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -139,7 +143,10 @@ def _describe(plan) -> str:
              f"  protocol  {plan.protocol.name}: {plan.protocol.context_tokens} context + {plan.protocol.continuation_tokens} "
              f"continuation tokens" + (f", chunks of {plan.protocol.chunk_size}" if plan.protocol.chunk_size else ""),
              "  datasets  " + ", ".join(f"{d.name} ({d.samples} samples, seed {d.seed})" for d in plan.datasets),
-             f"  rates     {', '.join(f'{r:g}' for r in plan.rates)} (fraction of tokens kept)", "  methods"]
+             f"  rates     {', '.join(f'{r:g}' for r in plan.rates)} (fraction of tokens kept)",
+             "  batch     " + ("auto (as many samples per forward pass as the GPU's free memory allows; 1 on a CPU)"
+                            if plan.batch_size == "auto" else f"up to {plan.batch_size} samples per forward pass"),
+             "  methods"]
     lines.append(f"    {BASELINE_LABEL:24s} no compression, once per sample")
     for m in plan.methods:
         rates = m.rates if m.rates is not None else plan.rates

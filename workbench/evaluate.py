@@ -4,6 +4,10 @@ Returns one *sample record* per rate: nll_sum (nats), n_tokens, the KV budget af
 (kv_eval.kv_budget), prefill_seconds and scoring_seconds, and the path that produced it
 ('baseline', 'shared-prefill' or 'per-rate'). Imports torch (the runner imports this module only
 once a model is loaded).
+
+Batches: the baseline and the presses on the shared-prefill path can measure several samples in one
+forward pass (``*_batch``). Only samples of the same length go together, so no row is padded and each
+row's result is the one it would have alone; a record's timings are its share of the batch's.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from workbench.methods import presses
 from workbench.plan import MethodSpec, ProtocolSpec
 
 
-def _split(lm, sample, protocol: ProtocolSpec):
-    ids = torch.tensor([sample.input_ids], dtype=torch.long, device=lm.model.device)
+def _split(lm, samples, protocol: ProtocolSpec):
+    """(B, C+T+1) token ids of samples of one length, and their context and continuation parts."""
+    if not isinstance(samples, (list, tuple)):
+        samples = [samples]
+    ids = torch.tensor([s.input_ids for s in samples], dtype=torch.long, device=lm.model.device)
     return ids, ids[:, : protocol.context_tokens], ids[:, protocol.context_tokens :]
 
 
-def _record(sample, nll, n, budget, prefill_s, scoring_s, path) -> dict:
-    return {
+def _record(sample, nll, n, budget, prefill_s, scoring_s, path, batch: int = 1) -> dict:
+    record = {
         "sample_id": sample.sample_id,
         "nll_sum": nll,
         "n_tokens": n,
@@ -30,21 +37,46 @@ def _record(sample, nll, n, budget, prefill_s, scoring_s, path) -> dict:
         "scoring_seconds": scoring_s,
         "path": path,
     }
+    if batch > 1:
+        record["batch"] = batch
+    return record
 
 
 def evaluate_baseline(lm, sample, protocol: ProtocolSpec) -> dict:
     """The uncompressed model on this sample (same tokens every method is scored on)."""
-    model = lm.model
-    ids, ctx, cont = _split(lm, sample, protocol)
-    kv_eval.seed_sample(sample.sample_id)
     if protocol.name == "chunked":
-        nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size)
-        budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
+        ids, _, _ = _split(lm, sample, protocol)
+        kv_eval.seed_sample(sample.sample_id)
+        nll, n, cache, seconds = kv_eval.chunked_nll(lm.model, ids, protocol.chunk_size)
+        budget = kv_eval.kv_budget(lm.model, cache, ids.shape[1] - 1)
         return _record(sample, nll, n, budget, 0.0, seconds, "baseline")
+    return evaluate_baseline_batch(lm, [sample], protocol)[0]
+
+
+def evaluate_baseline_batch(lm, samples: list, protocol: ProtocolSpec) -> list[dict]:
+    """evaluate_baseline for samples of one length in one prefill and one continuation pass."""
+    model = lm.model
+    _, ctx, cont = _split(lm, samples, protocol)
+    b = len(samples)
+    kv_eval.seed_sample(samples[0].sample_id)
     cache, prefill_s = kv_eval.prefill(model, ctx)
     budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
-    nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, protocol.context_tokens)
-    return _record(sample, nll, n, budget, prefill_s, scoring_s, "baseline")
+    nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, protocol.context_tokens)
+    return [_record(s, nll, n, budget, prefill_s / b, scoring_s / b, "baseline", b) for s, nll in zip(samples, nlls)]
+
+
+def batchable(method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool) -> bool:
+    """True when several samples of one length can share this method's forward passes with unchanged
+    results: presses on the shared-prefill path whose scores draw no random numbers (each sample seeds its
+    own draw) and need no eager attention (its (B, heads, C, C) weights would not fit); AdaKV's head-wise
+    masks stay one sample at a time."""
+    from workbench.methods import presses
+
+    if method.family != "kv" or method.name == "adakv" or presses.draws_random_numbers(method.name, method.params):
+        return False
+    if presses.requirements(method.name, method.params)[0] == "eager":
+        return False
+    return kv_path(method, protocol, shared_allowed)[0] == "shared-prefill" and len(rates) > 1
 
 
 def kv_path(method: MethodSpec, protocol: ProtocolSpec, shared_allowed: bool) -> tuple[str, str | None]:
@@ -60,11 +92,12 @@ def kv_path(method: MethodSpec, protocol: ProtocolSpec, shared_allowed: bool) ->
     return ("per-rate", reason) if reason else ("shared-prefill", None)
 
 
-def pressed_caches(lm, sample, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool):
+def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool):
     """The context's cache as the press leaves it, for each rate: one shared prefill where that is exact,
     else one pressed prefill per rate.
 
-    Yields (rate, cache, prefill_seconds, path, start_position, decoding_press): what follows the context
+    ``ctx`` is (B, C); ``seed_id`` seeds torch before each prefill (random presses draw the same numbers
+    on every path). Yields (rate, cache, prefill_seconds, path, start_position, decoding_press): what follows the context
     continues from ``start_position`` and, for decoding presses, runs under ``decoding_press``. Head-wise
     masks are cleared after each rate's consumer is done with the cache.
     """
@@ -74,7 +107,7 @@ def pressed_caches(lm, sample, ctx, method: MethodSpec, rates: list, protocol: P
         if path == "shared-prefill" and len(rates) > 1:
             press = presses.build_press(method.name, method.params, rates[0])
             inner = method.params["press"]["name"] if method.name in presses.SHARED_WRAPPERS else None
-            kv_eval.seed_sample(sample.sample_id)
+            kv_eval.seed_sample(seed_id)
             shared = kv_eval.shared_prefill(model, ctx, method.name, press, inner)
             for rate in rates:
                 cache, select_s = kv_eval.cache_for_rate(model, shared, rate, method.name, method.params)
@@ -85,7 +118,7 @@ def pressed_caches(lm, sample, ctx, method: MethodSpec, rates: list, protocol: P
         decoding = method.name in presses.DECODING_PRESSES
         for rate in rates:
             press = presses.build_press(method.name, method.params, rate)
-            kv_eval.seed_sample(sample.sample_id)
+            kv_eval.seed_sample(seed_id)
             cache, prefill_s = kv_eval.prefill(model, ctx, press)
             start = cache.layers[0].keys.shape[-2] if presses.rerotates_keys(method.name, method.params) else ctx.shape[1]
             yield rate, cache, prefill_s, "per-rate", start, press if decoding else None
@@ -96,22 +129,33 @@ def pressed_caches(lm, sample, ctx, method: MethodSpec, rates: list, protocol: P
 
 def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
     """One press on one sample at every rate: {rate: sample record}. Raises on failure (the runner records it)."""
-    model = lm.model
-    ids, ctx, cont = _split(lm, sample, protocol)
-    out: dict = {}
     if protocol.name == "chunked":
+        ids, _, _ = _split(lm, sample, protocol)
+        out: dict = {}
         for rate in rates:
             press = presses.build_press(method.name, method.params, rate)
             kv_eval.seed_sample(sample.sample_id)
-            nll, n, cache, seconds = kv_eval.chunked_nll(model, ids, protocol.chunk_size, method.name, press, rate)
-            budget = kv_eval.kv_budget(model, cache, ids.shape[1] - 1)
+            nll, n, cache, seconds = kv_eval.chunked_nll(lm.model, ids, protocol.chunk_size, method.name, press, rate)
+            budget = kv_eval.kv_budget(lm.model, cache, ids.shape[1] - 1)
             out[rate] = _record(sample, nll, n, budget, 0.0, seconds, "per-rate")
         return out
-    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, sample, ctx, method, rates, protocol, shared_allowed):
+    return evaluate_kv_batch(lm, [sample], method, rates, protocol, shared_allowed)[0]
+
+
+def evaluate_kv_batch(lm, samples: list, method: MethodSpec, rates: list, protocol: ProtocolSpec,
+                      shared_allowed: bool = True) -> list[dict]:
+    """evaluate_kv for samples of one length (more than one only where ``batchable``): [{rate: record}]."""
+    model = lm.model
+    _, ctx, cont = _split(lm, samples, protocol)
+    b = len(samples)
+    out: list[dict] = [{} for _ in samples]
+    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, samples[0].sample_id, ctx, method, rates,
+                                                                               protocol, shared_allowed):
         budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
-        nll, n, scoring_s = kv_eval.continuation_nll(model, cache, cont, start, press=decoding_press,
-                                                     stepwise=decoding_press is not None)
-        out[rate] = _record(sample, nll, n, budget, prefill_s, scoring_s, path)
+        nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, start, press=decoding_press,
+                                                       stepwise=decoding_press is not None)
+        for record, sample, nll in zip(out, samples, nlls):
+            record[rate] = _record(sample, nll, n, budget, prefill_s / b, scoring_s / b, path, b)
     return out
 
 

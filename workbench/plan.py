@@ -93,6 +93,9 @@ class Plan:
     rates: list[float] = field(default_factory=lambda: [0.5])
     # Reuse one prefill for every rate of a press where that gives identical results.
     shared_prefill: bool = True
+    # Samples per forward pass where results do not change (baseline, shared-prefill presses; samples of
+    # one length, never padded): "auto" sizes it to the GPU's free memory and is 1 on a CPU.
+    batch_size: int | str = "auto"
     description: str = ""
 
     def to_dict(self) -> dict:
@@ -290,7 +293,8 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
     return MethodSpec(name=info.name, family=info.family, label=label, params=params, rates=rates)
 
 
-_TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "protocol", "methods", "rates", "shared_prefill"}
+_TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "protocol", "methods", "rates", "shared_prefill",
+             "batch_size"}
 
 
 def parse_plan(data: Any, source: str | None = None) -> Plan:
@@ -342,6 +346,9 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
 
     shared = data.get("shared_prefill", True)
     _expect(isinstance(shared, bool), "expected true or false", source, "shared_prefill")
+    batch_size = data.get("batch_size", "auto")
+    _expect(batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= 256),
+            f"expected \"auto\" or a whole number from 1 to 256, got {batch_size!r}", source, "batch_size")
     name = data.get("name") or (Path(source).stem if source else "session")
     return Plan(
         name=str(name),
@@ -354,6 +361,7 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         methods=m_specs,
         rates=rates,
         shared_prefill=shared,
+        batch_size=batch_size,
     )
 
 

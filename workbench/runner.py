@@ -2,7 +2,8 @@
 
 Order of work: load the model once; per dataset, draw the samples, run the baseline, then each
 method (grouped so the attention implementation switches as rarely as possible), each method
-sample by sample over all its rates. The session is saved after every sample; a failing method
+sample by sample over all its rates (or several samples of one length per forward pass where the
+results do not change: ``batch_size``). The session is saved after every sample (batch); a failing method
 is recorded on its cells and the others go on; ``cancel`` is checked between samples.
 
 Importing this module loads neither torch nor textual: torch arrives with the first model.
@@ -53,6 +54,7 @@ def run(plan_or_session: Plan | Session, on_event: EventHandler | None = None, c
 class _Run:
     def __init__(self, session: Session, emit: EventHandler, cancel: threading.Event):
         self.session, self.plan, self.emit, self.cancel = session, session.plan, emit, cancel
+        self.batch_size = 1  # set once the model is loaded
         self.started = time.monotonic()
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -98,7 +100,10 @@ class _Run:
             self.save()
             raise
         s.environment = environment.collect(lm)
-        self.emit(Event("model-loaded", f"{self.plan.model} on {lm.device} ({lm.dtype}) in {lm.load_seconds:.1f}s", lm.describe()))
+        self.batch_size = self._batch_size(lm)
+        s.environment["batch_size"] = self.batch_size
+        self.emit(Event("model-loaded", f"{self.plan.model} on {lm.device} ({lm.dtype}) in {lm.load_seconds:.1f}s"
+                        + (f", up to {self.batch_size} samples per forward pass" if self.batch_size > 1 else ""), lm.describe()))
         self.save()
         try:
             for ds in self.plan.datasets:
@@ -128,6 +133,17 @@ class _Run:
             self.emit(Event("run-finished", s.status, {"status": s.status, "failed": len(s.failed_cells()),
                                                         "elapsed": time.monotonic() - self.started}))
         return s
+
+    def _batch_size(self, lm) -> int:
+        """Samples measured together where that leaves results unchanged (perplexity protocols only)."""
+        p = self.plan.protocol
+        if p.name == "task":
+            return 1
+        if self.plan.batch_size != "auto":
+            return int(self.plan.batch_size)
+        from workbench import kv_eval
+
+        return kv_eval.auto_batch_size(lm.model, p.context_tokens, p.continuation_tokens)
 
     def _samples(self, lm, ds) -> list:
         """Token windows for the perplexity protocols; question/answer samples for the task protocol."""
@@ -170,8 +186,12 @@ class _Run:
         if self.session.cells[key]["status"] == "done":
             return
         lm.set_attention("sdpa")
+        batch = None
+        if self.plan.protocol.name == "context-continuation":
+            def batch(group, rates):
+                return [{1.0: r} for r in evaluate.evaluate_baseline_batch(lm, group, self.plan.protocol)]
         self._run_samples(lm, samples, {1.0: key}, "baseline",
-                          lambda sample, rates: {1.0: evaluate.evaluate_baseline(lm, sample, self.plan.protocol)})
+                          lambda sample, rates: {1.0: evaluate.evaluate_baseline(lm, sample, self.plan.protocol)}, batch=batch)
 
     def run_method(self, lm, dataset: str, samples: list, method: MethodSpec) -> None:
         from workbench import evaluate
@@ -200,8 +220,15 @@ class _Run:
         def evaluate_sample(sample, todo_rates):
             return measure.evaluate_kv(lm, sample, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
 
+        batch = None
+        if measure is evaluate and evaluate.batchable(method, list(keys), self.plan.protocol, self.plan.shared_prefill):
+            def batch(group, todo_rates):
+                if len(todo_rates) < 2:  # one rate left (a resumed cell): the per-rate path, one sample at a time
+                    return [evaluate_sample(sample, todo_rates) for sample in group]
+                return evaluate.evaluate_kv_batch(lm, group, method, todo_rates, self.plan.protocol, self.plan.shared_prefill)
+
         with _hub_guard(hub):
-            self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
+            self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub, batch=batch)
 
     def run_compressor(self, lm, samples: list, method: MethodSpec, keys: dict) -> None:
         """A prompt compressor: loaded once per method (its load time recorded), then sample by sample."""
@@ -237,21 +264,36 @@ class _Run:
 
         self._run_samples(lm, samples, keys, method.label, evaluate_sample, hub_reason=hub)
 
-    def _run_samples(self, lm, samples, keys: dict, label: str, evaluate_sample, hub_reason: str | None = None) -> None:
-        """Evaluate every sample not yet on disk for these cells (one cell per rate), saving after each."""
+    def _groups(self, samples, keys: dict, batch) -> list[tuple[list, list]]:
+        """(samples, rates to do) in order: runs of consecutive samples with the same length and the same
+        rates still to do, at most ``batch_size`` long when a batch function is given, else single samples."""
+        done = {r: self.session.done_samples(k) for r, k in keys.items()}
+        groups: list[tuple[list, list]] = []
+        for sample in samples:
+            todo = [r for r in keys if sample.sample_id not in done[r]]
+            if not todo:
+                continue
+            if (batch is not None and groups and groups[-1][1] == todo and len(groups[-1][0]) < self.batch_size
+                    and len(groups[-1][0][0].input_ids) == len(sample.input_ids)):
+                groups[-1][0].append(sample)
+            else:
+                groups.append(([sample], todo))
+        return groups
+
+    def _run_samples(self, lm, samples, keys: dict, label: str, evaluate_sample, hub_reason: str | None = None,
+                     batch=None) -> None:
+        """Evaluate every sample not yet on disk for these cells (one cell per rate), saving after each
+        sample, or after each batch of samples when ``batch`` (samples, rates) -> [records] is given."""
         s = self.session
         for k in keys.values():
             self.emit(Event("cell-started", k, {"cell": k}))
         peak = metrics.PeakMemory(lm.device)
         peak.reset()
-        for sample in samples:
+        for group, todo in self._groups(samples, keys, batch if self.batch_size > 1 else None):
             if self.cancel.is_set():
                 return
-            todo = [r for r, k in keys.items() if sample.sample_id not in s.done_samples(k)]
-            if not todo:
-                continue
             try:
-                records = evaluate_sample(sample, todo)
+                results = batch(group, todo) if len(group) > 1 else [evaluate_sample(group[0], todo)]
             except Exception as err:
                 status, message = classify_failure(err, hub_reason)
                 for r in todo:
@@ -260,11 +302,12 @@ class _Run:
                 self.save()
                 metrics.free_accelerator_memory()
                 return
-            for r, record in records.items():
-                s.add_sample(keys[r], record)
-                s.cells[keys[r]]["peak_memory_bytes"] = max(s.cells[keys[r]].get("peak_memory_bytes") or 0, peak.peak())
+            for records in results:
+                for r, record in records.items():
+                    s.add_sample(keys[r], record)
+                    s.cells[keys[r]]["peak_memory_bytes"] = max(s.cells[keys[r]].get("peak_memory_bytes") or 0, peak.peak())
             self.save()
-            self.progress(next(iter(keys.values())), f"{label}: {sample.sample_id}")
+            self.progress(next(iter(keys.values())), f"{label}: {', '.join(sample.sample_id for sample in group)}")
         for k in keys.values():
             if s.cells[k]["status"] not in ("error", "unavailable"):
                 self.finish_cell(k, "done")

@@ -68,7 +68,7 @@ def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolS
     ctx = torch.tensor([ctx_ids], device=model.device)
     max_new = max_new_tokens(protocol, sample)
     out = {}
-    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, sample, ctx, method, rates, protocol, shared_allowed):
+    for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, sample.sample_id, ctx, method, rates, protocol, shared_allowed):
         budget = kv_eval.kv_budget(model, cache, len(ctx_ids))
         result, answer_s = _answer(lm, sample, cache, start, max_new, press=decoding_press)
         out[rate] = _record(sample, result, budget, prefill_s, answer_s, path, len(ctx_ids))

@@ -147,6 +147,15 @@ def rerotates_keys(name: str, params: dict[str, Any]) -> bool:
     return name == "key-rerotation" or (name == "finch" and bool(params.get("rerotate_keys", True)))
 
 
+def draws_random_numbers(name: str, params: dict[str, Any]) -> bool:
+    """Presses whose scores draw random numbers (random eviction, LeverageScore's sketch, CUR's optional
+    projection): seeded per sample, so several samples cannot share one draw without changing results."""
+    inner = params.get("press") if isinstance(params.get("press"), dict) else None
+    if inner is not None and draws_random_numbers(inner["name"], inner.get("params", {})):
+        return True
+    return name in ("random", "leverage") or (name == "cur" and bool(params.get("use_random_leverage")))
+
+
 def shared_prefill_reason(name: str, params: dict[str, Any]) -> str | None:
     """None when one prefill can serve every rate of this method; otherwise why it runs per rate."""
     if name == "compactor" and params.get("blending") is not None:
