@@ -257,16 +257,23 @@ def test_embedded_cache_is_keyed_to_the_gguf_file(smollm2, embedded_cache_dir, t
     gguf = _embedded_gguf("smollm2-135m")
     folder = embedded_cache_dir / "models" / "smollm2-135m"
     manifest = json.loads((folder / "workbench-cache.json").read_text())
-    assert manifest["gguf_size"] == gguf.stat().st_size and manifest["gguf_mtime_ns"] == gguf.stat().st_mtime_ns
+    assert manifest["gguf_size"] == gguf.stat().st_size and len(manifest["gguf_fingerprint"]) == 64
     assert manifest["weights_bytes"] == (folder / "model.safetensors").stat().st_size
     assert _cache_valid(folder, gguf)
+    # The same file installed elsewhere (another virtual environment: other path, other mtime) shares the cache.
+    twin = tmp_path / "other-venv" / gguf.name
+    twin.parent.mkdir()
+    shutil.copyfile(gguf, twin)
+    os.utime(twin, ns=(0, 0))
+    assert _cache_valid(folder, twin)
     # A look-alike cache with 10-byte weights: valid only while every recorded fact matches.
     fake = tmp_path / "fake-cache"
     fake.mkdir()
     shutil.copy(folder / "config.json", fake)
     (fake / "model.safetensors").write_bytes(b"x" * 10)
     for changes, valid in [({}, True), ({"gguf_size": manifest["gguf_size"] + 1}, False),  # package changed
-                           ({"gguf_mtime_ns": 0}, False), ({"weights_bytes": 11}, False)]:  # weights cut short
+                           ({"gguf_fingerprint": "0" * 64}, False),  # same size, other content
+                           ({"weights_bytes": 11}, False)]:  # weights cut short
         (fake / "workbench-cache.json").write_text(json.dumps({**manifest, "weights_bytes": 10, **changes}))
         assert _cache_valid(fake, gguf) is valid, changes
 

@@ -231,19 +231,32 @@ def _embedded_gguf(name: str) -> pathlib.Path:
 
 
 def _gguf_key(path: pathlib.Path) -> str:
-    """Cache folder name for a user GGUF: its name plus a hash of name, size and mtime."""
+    """Cache folder name for a user GGUF: its name plus a hash of its name, size and content fingerprint."""
     digest = hashlib.sha256(json.dumps(_manifest_for(path), sort_keys=True).encode()).hexdigest()[:16]
     return f"gguf-{re.sub(r'[^A-Za-z0-9._-]', '_', path.stem)}-{digest}"
 
 
+_FINGERPRINT_BYTES = 1 << 20
+
+
+def _fingerprint(gguf: pathlib.Path, size: int) -> str:
+    """sha256 of the file's first and last MiB: a changed file (an upgraded package) has another one, while
+    the same file installed twice (two virtual environments, other mtimes) shares one cache."""
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as fh:
+        digest.update(fh.read(_FINGERPRINT_BYTES))
+        fh.seek(max(0, size - _FINGERPRINT_BYTES))
+        digest.update(fh.read(_FINGERPRINT_BYTES))
+    return digest.hexdigest()
+
+
 def _manifest_for(gguf: pathlib.Path) -> dict:
-    stat = gguf.stat()  # a changed file (upgraded package) has another size or mtime -> rebuild
-    return {"format": CACHE_FORMAT, "gguf_name": gguf.name, "gguf_size": stat.st_size,
-            "gguf_mtime_ns": stat.st_mtime_ns}
+    size = gguf.stat().st_size
+    return {"format": CACHE_FORMAT, "gguf_name": gguf.name, "gguf_size": size, "gguf_fingerprint": _fingerprint(gguf, size)}
 
 
 def _cache_valid(folder: pathlib.Path, gguf: pathlib.Path) -> bool:
-    """True when `folder` is a complete cache of this exact GGUF file (same name, size, mtime)."""
+    """True when `folder` is a complete cache of this GGUF file (same name, size and content fingerprint)."""
     try:
         manifest = json.loads((folder / _MANIFEST).read_text())
     except (OSError, ValueError):
@@ -259,7 +272,12 @@ def _from_gguf(gguf: pathlib.Path):
     """De-quantise a GGUF to float32 (~20 s for SmolLM2-135M on 2 CPU cores). Returns (model, tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
     log.info("de-quantising %s (first load; later loads use the cache)", gguf)
+    # transformers' per-tensor progress bar would scribble over the app's screen and the headless log.
+    bar_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -269,6 +287,9 @@ def _from_gguf(gguf: pathlib.Path):
             f"Could not load the GGUF file '{gguf}' ({type(err).__name__}: {_first_line(err)}): transformers reads "
             "only some architectures and quantisation types from GGUF (needs the 'gguf' package); try the "
             "model's Hugging Face folder or hub id instead.") from None
+    finally:
+        if bar_was_on:
+            hf_logging.enable_progress_bar()
     # The GGUF tokenizer metadata gives eos = <|im_start|> (the bos) for SmolLM2 while the model's config
     # says eos 2 = <|im_end|>; align the tokenizer with the config so generation and padding agree.
     for attr in ("eos", "pad"):
