@@ -272,12 +272,14 @@ def _from_gguf(gguf: pathlib.Path):
     """De-quantise a GGUF to float32 (~20 s for SmolLM2-135M on 2 CPU cores). Returns (model, tokenizer)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
 
     log.info("de-quantising %s (first load; later loads use the cache)", gguf)
-    # transformers' per-tensor progress bar would scribble over the app's screen and the headless log.
-    bar_was_on = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+    # transformers wraps the tensors in a plain tqdm bar that no setting turns off; it would scribble over
+    # the app's screen and the headless log, so iterate them without it for the duration of this load.
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None:
+        gguf_utils.tqdm = lambda iterable, *args, **kwargs: iterable
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
@@ -288,8 +290,8 @@ def _from_gguf(gguf: pathlib.Path):
             "only some architectures and quantisation types from GGUF (needs the 'gguf' package); try the "
             "model's Hugging Face folder or hub id instead.") from None
     finally:
-        if bar_was_on:
-            hf_logging.enable_progress_bar()
+        if bar is not None:
+            gguf_utils.tqdm = bar
     # The GGUF tokenizer metadata gives eos = <|im_start|> (the bos) for SmolLM2 while the model's config
     # says eos 2 = <|im_end|>; align the tokenizer with the config so generation and padding agree.
     for attr in ("eos", "pad"):
