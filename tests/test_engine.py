@@ -233,3 +233,18 @@ def test_every_press_kvpress_exports_is_in_the_registry():
     exported = {n for n in kvpress.__all__ if inspect.isclass(getattr(kvpress, n)) and issubclass(getattr(kvpress, n), kvpress.BasePress)}
     described = {info.implementation for info in PRESSES.values()}
     assert exported - {"BasePress", "ScorerPress"} <= described
+
+
+def test_dms_runs_only_without_eager_attention(tiny_llama_dir, tmp_path):
+    # DMS masks entries through kvpress's attention patch, which eager attention lacks: paired with a press
+    # that needs eager attention, the cells fail up front with the reason instead of crashing mid-run.
+    from workbench.methods import presses
+    from workbench.methods.registry import lookup
+
+    dms = lookup("dms", "kv")
+    assert presses.requirements("dms", dms.resolve_params({"press": "knorm"}))[0] == "sdpa"
+    assert presses.requirements("dms", dms.resolve_params({"press": "observed-attention"}))[0] == "conflict"
+    plan = parse_plan(tiny_plan(tiny_llama_dir, methods=[{"name": "dms", "params": {"press": "observed-attention"}}]))
+    session = runner.run(plan, out=str(tmp_path / "s.json"))
+    (cell,) = [c for c in session.cells.values() if c["method"] == "dms"]
+    assert cell["status"] == "error" and "eager" in cell["error"]

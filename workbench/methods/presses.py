@@ -95,7 +95,7 @@ PRESSES: dict[str, MethodInfo] = {
         # Presses driven by their own parameters (threshold, sizes): rates do not apply, the kept fraction is measured.
         _press("dms", "DMSPress", "evict entries whose score falls below a threshold (KVzap-style; seed 004)",
                {"press": "kvzap", "threshold": -6.0, "sliding_window_size": 128, "decoding": True}, rate_param=None, nested=("press",),
-               aliases=("threshold",)),
+               aliases=("threshold",), attention="!eager"),  # its masking attention fails under eager attention
         _press("decoding", "DecodingPress", "compress every N decoding steps to a fixed number of tokens",
                {"base_press": "knorm", "compression_interval": 512, "target_size": 2048, "hidden_states_buffer_size": 256}, rate_param=None,
                nested=("base_press",)),
