@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan
-from workbench.runner import Event
+from workbench.runner import EXAMPLES_PER_CELL, Event
 from workbench.session import Session
 
 BASE_NLL = 2.5  # nats per token: PPL ≈ 12.2
@@ -151,7 +151,7 @@ class FakeRunner:
                             path = "baseline" if label == BASELINE_LABEL else "shared-prefill"
                             rec = record(sid, label, r, plan.protocol.context_tokens, plan.protocol.continuation_tokens, path,
                                          task=plan.protocol.name == "task")
-                            if family == "prompt" and self.examples and i == 0:
+                            if family == "prompt" and self.examples and i < EXAMPLES_PER_CELL:  # as the real runner keeps them
                                 rec["example"] = example(sid, r)
                             session.add_sample(k, rec)
                         save()
