@@ -94,24 +94,9 @@ def _drain(fd) -> None:
 
 def tiny_llama(folder: Path) -> Path:
     """A random-weight Llama (as tests/conftest.py builds it), big enough to keep a core busy."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from conftest import save_tiny_llama
 
-    from conftest import _TINY_SPECIALS, _TINY_WORDS
-
-    vocab = {tok: i for i, tok in enumerate(_TINY_SPECIALS + _TINY_WORDS)}
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>",
-                                        pad_token="<pad>")
-    config = LlamaConfig(vocab_size=128, hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(folder, hidden_size=256, intermediate_size=512, num_hidden_layers=4, max_position_embeddings=2048)
 
 
 def bench_plan(kind: str, folder: Path):

