@@ -125,8 +125,8 @@ async def _stall(kind: str, seconds: float, folder: Path) -> dict:
     from textual import events
 
     from test_app_fakes import FakeRunner, fixed_device
-    from workbench.app import WorkbenchApp
-    from workbench.screens import run as run_screen
+    from screens.app import WorkbenchApp
+    from screens import run as run_screen
 
     plan = bench_plan(kind, folder)
     runner = FakeRunner(delay=0.02) if kind == "fake" else None

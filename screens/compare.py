@@ -18,9 +18,9 @@ from textual.widgets import DataTable, Footer, Static
 
 from workbench.plan import BASELINE_LABEL
 from workbench.session import Session, SessionError
-from workbench.screens import data
-from workbench.screens.widgets import ViewBar
-from workbench.screens.plots import Legend, MetricPlot, line_styles
+from screens import data
+from screens.widgets import ViewBar
+from screens.plots import Legend, MetricPlot, line_styles
 
 METRIC_ORDER = ("dppl", "dpct", "ppl", "score", "dscore", "kept", "tokens")
 TOLERANCE = 1e-9  # relative: values this close are "the same" (JSON round-trips are exact anyway)
@@ -82,7 +82,7 @@ class CompareScreen(Screen):
         self.refresh_view()
 
     def action_add(self) -> None:
-        from workbench.screens.dialogs import PathModal, session_choices
+        from screens.dialogs import PathModal, session_choices
 
         def chosen(path: str | None) -> None:
             if not path:
@@ -90,7 +90,7 @@ class CompareScreen(Screen):
             try:
                 self.add_session(Session.load(Path(path).expanduser()))
             except (SessionError, OSError) as err:
-                from workbench.screens.dialogs import ErrorModal
+                from screens.dialogs import ErrorModal
 
                 self.app.push_screen(ErrorModal("Could not open the session", str(err), path))
 

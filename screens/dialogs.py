@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioSet, Static
 from textual.widgets.option_list import Option
 
-from workbench.screens.widgets import Radio
+from screens.widgets import Radio
 
 DIALOG_CSS = """
 .dialog { width: 72; max-width: 100%; height: auto; max-height: 90%; border: thick $error 80%;

@@ -13,7 +13,7 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from workbench.screens.widgets import ViewBar
+from screens.widgets import ViewBar
 
 VIEWS = (
     ("Setup", "F2", "setup", "SetupScreen",
@@ -61,7 +61,7 @@ class HelpScreen(Screen):
     BINDINGS = [Binding("escape,q,f1,question_mark", "app.pop_screen", "Close help")]
 
     def compose(self) -> ComposeResult:
-        from workbench.app import WorkbenchApp
+        from screens.app import WorkbenchApp
 
         yield ViewBar("help")
         with VerticalScroll():
@@ -73,7 +73,7 @@ class HelpScreen(Screen):
                                                        Binding("ctrl+p", "command_palette", "Command palette"),
                                                        Binding("ctrl+q", "quit", "Quit (asks first during a run)")]))
             for name, key, module, cls, text in VIEWS:
-                screen = getattr(importlib.import_module(f"workbench.screens.{module}"), cls)
+                screen = getattr(importlib.import_module(f"screens.{module}"), cls)
                 yield Static(Text.assemble((f"{name} ({key})", "bold underline"), "\n", text))
                 if screen.BINDINGS:
                     yield Static(bindings_table("", screen.BINDINGS))

@@ -15,7 +15,7 @@ from textual.containers import Horizontal, HorizontalScroll, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Select, Static
 
-from workbench.screens.widgets import ViewBar
+from screens.widgets import ViewBar
 
 DROPPED_STYLE = "strike dim red"  # struck out where the terminal can, dimmed and red where it cannot
 EMPTY = ("No prompt-compression cells in this session.\n\n"

@@ -19,7 +19,7 @@ from textual.widgets.selection_list import Selection
 
 from workbench.methods import registry
 from workbench.plan import Plan, default_label
-from workbench.screens.widgets import CheckList
+from screens.widgets import CheckList
 
 FAMILY_TITLES = {"kv": "KV presses (kvpress)", "prompt": "Prompt compressors"}
 

@@ -14,7 +14,7 @@ from rich.text import Text
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
-from workbench.screens import data
+from screens import data
 
 # The 16 ANSI colours by number (plotext takes 0–255; Rich writes the same code as "color(N)"), so a line
 # and its legend entry look alike on every terminal. Not by name: plotext's "yellow" is not ANSI yellow.

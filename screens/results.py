@@ -14,9 +14,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, DataTable, Footer, Static
 
-from workbench.screens import data
-from workbench.screens.widgets import ViewBar
-from workbench.screens.plots import Legend, MetricPlot, line_styles
+from screens import data
+from screens.widgets import ViewBar
+from screens.plots import Legend, MetricPlot, line_styles
 
 STATUS_STYLE = {"done": "", "error": "bold red", "unavailable": "yellow", "cancelled": "magenta", "running": "cyan",
                 "pending": "dim"}

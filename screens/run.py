@@ -15,9 +15,9 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
-from workbench.screens import data
-from workbench.screens.widgets import ViewBar
-from workbench.screens.plots import Legend, MetricPlot, line_styles
+from screens import data
+from screens.widgets import ViewBar
+from screens.plots import Legend, MetricPlot, line_styles
 
 QUALITY_METRICS = ("dppl", "dpct", "ppl", "score", "dscore")
 BUDGET_METRICS = ("tokens", "bytes", "kept")

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 from workbench.plan import PlanError, load_preset
 from workbench.session import Session, SessionError
-from workbench.screens.data import short_path
-from workbench.screens.dialogs import ConfirmModal, ErrorModal, ExportModal, PathModal, session_choices
+from screens.data import short_path
+from screens.dialogs import ConfirmModal, ErrorModal, ExportModal, PathModal, session_choices
 
 UNFINISHED = ("pending", "running", "cancelled")
 

@@ -19,10 +19,10 @@ from textual.widgets import (Button, Checkbox, Footer, Input, Label, RadioButton
 from workbench.datasets import list_datasets
 from workbench.models import EMBEDDED_MODELS, ModelLoadError, classify_model_spec
 from workbench.plan import Plan, PlanError, load_preset, parse_plan, preset_names
-from workbench.screens import data
-from workbench.screens.widgets import ViewBar
-from workbench.screens.methods_pane import MethodsPane, entries_from_plan, method_value
-from workbench.screens.setup_forms import DatasetsForm, RatesForm
+from screens import data
+from screens.widgets import ViewBar
+from screens.methods_pane import MethodsPane, entries_from_plan, method_value
+from screens.setup_forms import DatasetsForm, RatesForm
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -346,7 +346,7 @@ class SetupScreen(Screen):
             self.action_load_plan()
 
     def action_load_plan(self) -> None:
-        from workbench.screens.dialogs import PathModal, session_choices
+        from screens.dialogs import PathModal, session_choices
 
         self.app.push_screen(PathModal("Load a plan into Setup", "", session_choices(self.app.sessions_dir),
                                        hint="a preset JSON, or a saved session (its plan is reused; nothing runs)",

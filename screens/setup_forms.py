@@ -11,7 +11,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Input, Label, RadioSet, Static
 
 from workbench.datasets import list_datasets
-from workbench.screens.widgets import Check, Radio
+from screens.widgets import Check, Radio
 
 
 class DatasetsForm(VerticalScroll):

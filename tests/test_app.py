@@ -21,7 +21,7 @@ def drive(coro):
 
 
 def test_importing_the_app_loads_neither_torch_nor_plotext():
-    code = ("import sys, workbench.app; bad = [m for m in ('torch', 'transformers', 'kvpress', 'textual_plotext') "
+    code = ("import sys, screens.app; bad = [m for m in ('torch', 'transformers', 'kvpress', 'textual_plotext') "
             "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -39,7 +39,7 @@ def test_opens_on_setup_with_the_quickstart_preset(tmp_path):
     async def go():
         app = make_app(tmp_path, preset="quickstart")
         async with app.run_test(size=(80, 24)) as pilot:
-            from workbench.screens.setup import SetupScreen
+            from screens.setup import SetupScreen
 
             await wait_for(pilot, lambda: isinstance(app.screen, SetupScreen), what="setup")
             await wait_for(pilot, lambda: "cells" in str(app.screen.query_one("#summary").render()), what="the check")
@@ -209,7 +209,7 @@ def test_a_run_happens_in_a_worker_thread_and_fills_plots_and_table(tmp_path):
             await pilot.pause()
             await pilot.press("ctrl+r")
             await run_to_end(pilot)
-            from workbench.screens.run import RunScreen
+            from screens.run import RunScreen
 
             assert isinstance(app.screen, RunScreen)
             assert runner.thread != threading.current_thread().name
@@ -280,7 +280,7 @@ def test_a_worker_failure_opens_the_error_modal_with_the_session_path(tmp_path):
             await pilot.pause()
             await pilot.press("ctrl+r")
             await run_to_end(pilot)
-            from workbench.screens.dialogs import ErrorModal
+            from screens.dialogs import ErrorModal
 
             await wait_for(pilot, lambda: isinstance(app.screen, ErrorModal), what="the error modal")
             modal = app.screen
@@ -349,7 +349,7 @@ def test_save_then_open_round_trips(tmp_path):
             app.screen.query_one("#path").value = str(target)
             await pilot.press("enter")
             await pilot.pause()
-            from workbench.screens.results import ResultsScreen
+            from screens.results import ResultsScreen
 
             assert isinstance(app.screen, ResultsScreen)
             assert {k: c["ppl"] for k, c in app.cells.items()} == ppl
@@ -366,7 +366,7 @@ def test_save_asks_before_overwriting(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
-            from workbench.screens.dialogs import ConfirmModal
+            from screens.dialogs import ConfirmModal
 
             await pilot.pause()
             for answer in ("n", "y"):
@@ -401,7 +401,7 @@ def test_opening_an_unfinished_session_offers_to_resume(tmp_path):
     async def go():
         app = make_app(tmp_path, runner)
         async with app.run_test(size=(80, 24)) as pilot:
-            from workbench.screens.dialogs import ConfirmModal
+            from screens.dialogs import ConfirmModal
 
             await pilot.pause()
             app.open_path(str(path))
@@ -495,7 +495,7 @@ def test_command_palette_has_the_app_commands_and_runs_them(tmp_path):
             await pilot.pause(0.3)
             await pilot.press("enter")
             await pilot.pause()
-            from workbench.screens.results import ResultsScreen
+            from screens.results import ResultsScreen
 
             await wait_for(pilot, lambda: isinstance(app.screen, ResultsScreen), what="results via the palette")
 
@@ -506,7 +506,7 @@ def test_help_opens_with_f1_and_question_mark(tmp_path):
     async def go():
         app = make_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
-            from workbench.screens.help import HelpScreen
+            from screens.help import HelpScreen
 
             await pilot.pause()
             await pilot.press("f1")
@@ -605,7 +605,7 @@ def test_quitting_during_a_run_asks_first(tmp_path):
     async def go():
         app = make_app(tmp_path, runner)
         async with app.run_test(size=(80, 24)) as pilot:
-            from workbench.screens.dialogs import ConfirmModal
+            from screens.dialogs import ConfirmModal
 
             await pilot.pause()
             await pilot.press("ctrl+r")
@@ -626,7 +626,7 @@ def test_quitting_during_a_run_asks_first(tmp_path):
 
 
 def test_run_app_refuses_a_broken_session_file(tmp_path, capsys):
-    from workbench.app import run_app
+    from screens.app import run_app
 
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
@@ -672,7 +672,7 @@ def test_task_protocol_from_the_form_and_task_scores_in_results(tmp_path):
 
 
 def test_plot_series_start_at_the_baseline_and_sorting_puts_missing_values_last():
-    from workbench.screens import data
+    from screens import data
 
     session = saved_session(None, runner=FakeRunner(fail={"snapkv": "boom"}))
     cells = list(session.cells.values())

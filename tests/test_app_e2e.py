@@ -14,7 +14,7 @@ from workbench.session import Session
 
 @pytest.mark.slow
 def test_the_app_runs_the_real_runner_on_a_tiny_llama(tiny_llama_dir, tmp_path):
-    from workbench.app import WorkbenchApp
+    from screens.app import WorkbenchApp
 
     plan = parse_plan({"name": "tiny", "model": str(tiny_llama_dir), "device": "cpu", "dtype": "float32",
                        "datasets": [{"name": "wikitext2", "samples": 1}],

@@ -209,7 +209,7 @@ def fixed_device() -> dict:
 
 
 def make_app(tmp_path, runner: FakeRunner | None = None, **kwargs):
-    from workbench.app import WorkbenchApp
+    from screens.app import WorkbenchApp
 
     if "sessions_dir" not in kwargs:
         kwargs["sessions_dir"] = tmp_path / "sessions"

@@ -63,7 +63,7 @@ def _err(message: str) -> None:
 
 def _open_app(session_path: str | None) -> int:
     try:
-        from workbench.app import run_app
+        from screens.app import run_app
     except ImportError:
         _err("the terminal app is not part of this build yet; run a preset headless: workbench --preset quickstart")
         return EXIT_BAD_INPUT

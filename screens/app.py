@@ -27,8 +27,8 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from workbench.plan import Plan, PlanError, load_preset
-from workbench.screens.data import short_path
-from workbench.screens.session_flows import SessionFlows
+from screens.data import short_path
+from screens.session_flows import SessionFlows
 from workbench.session import Session, SessionError, scrub
 
 RunFn = Callable[..., Session]  # run(plan_or_session, on_event, cancel, out=None) -> Session
@@ -76,7 +76,7 @@ def _mode(module: str, cls: str):
     def make() -> Screen:
         import importlib
 
-        return getattr(importlib.import_module(f"workbench.screens.{module}"), cls)()
+        return getattr(importlib.import_module(f"screens.{module}"), cls)()
 
     return make
 
@@ -118,7 +118,7 @@ class WorkbenchApp(SessionFlows, App):
                  device_probe: Callable[[], dict] | None = None, memory_probe: Callable[[], str] | None = None,
                  stamp: Callable[[], str] | None = None, progress_interval: float = 0.1, theme: str | None = None):
         super().__init__()
-        from workbench.screens import data  # (pure helpers: no Textual widgets, no plotext)
+        from screens import data  # (pure helpers: no Textual widgets, no plotext)
 
         self.run_fn: RunFn = run_fn or _real_run
         self.sessions_dir = Path(sessions_dir)
@@ -326,7 +326,7 @@ class WorkbenchApp(SessionFlows, App):
         self.switch_mode(mode)
 
     def action_help(self) -> None:
-        from workbench.screens.help import HelpScreen
+        from screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
@@ -335,7 +335,7 @@ class WorkbenchApp(SessionFlows, App):
         if not self.run_state.active:
             self.exit(0)
             return
-        from workbench.screens.dialogs import ConfirmModal
+        from screens.dialogs import ConfirmModal
 
         def answer(yes: bool | None) -> None:
             if yes:
@@ -373,7 +373,7 @@ def _lower_priority_of_this_thread(niceness: int = 5) -> None:
 
 
 def _error_modal(title: str, message: str, path: str | None):
-    from workbench.screens.dialogs import ErrorModal
+    from screens.dialogs import ErrorModal
 
     return ErrorModal(title, message, path)
 
