@@ -20,7 +20,7 @@ CR = "compression_ratio"
 _HUB = "needs artefacts from the Hugging Face hub"
 
 
-def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=None, attention=None, aliases=()):
+def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=None, attention=None, aliases=(), builder=None):
     full = {CR: 0.0} if rate_param == CR else {}
     full.update(params or {})
     return MethodInfo(
@@ -34,6 +34,7 @@ def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=
         needs_hub=needs_hub,
         attention=attention,
         aliases=tuple(aliases),
+        builder=builder,
     )
 
 
@@ -43,7 +44,8 @@ PRESSES: dict[str, MethodInfo] = {
     i.name: i
     for i in [
         # Score-based presses: one score per KV entry, the lowest are evicted.
-        _press("random", "RandomPress", "evict uniformly at random (the floor any method must beat)", {"seed": None}),
+        _press("random", "RandomPress", "evict uniformly at random (the floor any method must beat)", {"seed": None},
+               builder="workbench.methods.seeded_random:DeviceIndependentRandomPress"),
         _press("knorm", "KnormPress", "evict keys with the largest L2 norm"),
         _press("streaming-llm", "StreamingLLMPress", "keep attention sinks and the most recent window", {"n_sink": 4}, aliases=("streamingllm",)),
         _press("snapkv", "SnapKVPress", "attention of the last window of queries, pooled", {"window_size": 64, "kernel_size": 5}),
@@ -196,10 +198,16 @@ def requirements(name: str, params: dict[str, Any]) -> tuple[str | None, str | N
 
 def build_press(name: str, params: dict[str, Any], rate: float | None):
     """Instantiate the kvpress press for one rate (fraction kept). Imports kvpress."""
+    import importlib
+
     import kvpress
 
     info = PRESSES[name]
-    cls = getattr(kvpress, info.implementation)
+    if info.builder:
+        module, class_name = info.builder.split(":")
+        cls = getattr(importlib.import_module(module), class_name)
+    else:
+        cls = getattr(kvpress, info.implementation)
     kwargs: dict[str, Any] = {}
     for key, value in params.items():
         if key in info.nested and value is not None:

@@ -33,6 +33,8 @@ class MethodInfo:
     # Attention implementation it requires ("eager") or refuses ("!eager"), if any.
     attention: str | None = None
     aliases: tuple[str, ...] = ()
+    # "module:Class" building the method where the workbench replaces the library's class (None: implementation).
+    builder: str | None = None
 
     @property
     def rate_driven(self) -> bool:
