@@ -117,7 +117,7 @@ def main() -> None:
 
     from workbench import evaluate
     from workbench.datasets import LMSample, lm_samples
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.metrics import PeakMemory
     from workbench.models import load_model, resolve_device_dtype
     from workbench.plan import MethodSpec, ProtocolSpec
@@ -134,7 +134,7 @@ def main() -> None:
     sample = samples[0]
     protocol = ProtocolSpec(context_tokens=args.context, continuation_tokens=args.continuation)
     info = lookup(args.press)
-    params = info.resolve_params({})
+    params = resolve_params(info, {})
     peak = PeakMemory(lm.device)
 
     on_gpu = lm.model.device.type == "cuda"
@@ -170,15 +170,18 @@ def main() -> None:
             # take the per-rate path for a single rate, so call the shared pieces directly).
             from workbench import kv_eval
             from workbench.methods import presses
+            from workbench.methods.press_build import build_press
 
-            press = presses.build_press(info.name, params, rates[0])
+            press = build_press(info.name, params, rates[0])
             ctx = torch.tensor([s.input_ids[: args.context] for s in samples], device=lm.model.device)
             cont = torch.tensor([s.input_ids[args.context :] for s in samples], device=lm.model.device)
             kv_eval.seed_sample(sample.sample_id)
-            full = kv_eval.shared_prefill(lm.model, ctx, info.name, press)
-            out = {1.0: kv_eval.continuation_nlls(lm.model, kv_eval.full_cache(full), cont, args.context)[0]}
+            resolved = presses.resolve(info.name, params)
+            full = kv_eval.shared_prefill(lm.model, ctx, resolved, press)
+            out = {1.0: kv_eval.continuation_nlls(lm.model, kv_eval.cache_for_rate(lm.model, full, 1.0, resolved)[0], cont,
+                                                  args.context)[0]}
             for rate in rates:
-                cache, _ = kv_eval.cache_for_rate(lm.model, full, rate, info.name, params)
+                cache, _ = kv_eval.cache_for_rate(lm.model, full, rate, resolved)
                 out[rate] = kv_eval.continuation_nlls(lm.model, cache, cont, args.context)[0]
                 del cache
             return out

@@ -61,15 +61,13 @@ class HelpScreen(Screen):
     BINDINGS = [Binding("escape,q,f1,question_mark", "app.pop_screen", "Close help")]
 
     def compose(self) -> ComposeResult:
-        from screens.app import WorkbenchApp
-
         yield ViewBar("help")
         with VerticalScroll():
             yield Static(Text("The compression workbench: KV-cache presses and prompt compressors measured on the same "
                               "model and tokens. No mouse needed; ctrl+p opens the command palette (run: …, "
                               "session: …, view: …).", style="bold"))
             yield Static(WORDS)
-            yield Static(bindings_table("Everywhere", [*WorkbenchApp.BINDINGS,
+            yield Static(bindings_table("Everywhere", [*type(self.app).BINDINGS,  # the app's own, without importing it
                                                        Binding("ctrl+p", "command_palette", "Command palette"),
                                                        Binding("ctrl+q", "quit", "Quit (asks first during a run)")]))
             for name, key, module, cls, text in VIEWS:

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan
-from workbench.runner import EXAMPLES_PER_CELL, Event
+from workbench.families.prompt import EXAMPLES_PER_CELL
+from workbench.runner import Event
 from workbench.session import Session
 
 BASE_NLL = 2.5  # nats per token: PPL ≈ 12.2

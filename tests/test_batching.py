@@ -14,6 +14,7 @@ import pytest
 from conftest import embedded_model_available
 from test_engine import tiny_plan
 from workbench import runner
+from workbench.families.kv import batchable
 from workbench.plan import PlanError, parse_plan
 from workbench.session import Session
 
@@ -26,11 +27,11 @@ BATCHED_PRESSES = ["knorm", "streaming-llm", "snapkv", "expected-attention", "to
 
 
 def _method(name, rates):
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.plan import MethodSpec
 
     info = lookup(name, "kv")
-    return MethodSpec(name=info.name, label=info.name, params=info.resolve_params({}), rates=rates)
+    return MethodSpec(name=info.name, label=info.name, params=resolve_params(info, {}), rates=rates)
 
 
 @pytest.mark.embedded
@@ -53,7 +54,7 @@ def test_batched_samples_equal_single_samples_on_the_embedded_model(smollm2):
     rates = [0.7, 0.3]
     for name in BATCHED_PRESSES:
         method = _method(name, rates)
-        assert evaluate.batchable(method, rates, protocol, shared_allowed=True), name
+        assert batchable(method, rates, protocol, shared_allowed=True), name
         together = evaluate.evaluate_kv_batch(smollm2, samples, method, rates, protocol)
         for sample, records in zip(samples, together):
             alone = evaluate.evaluate_kv(smollm2, sample, method, rates, protocol)
@@ -65,19 +66,18 @@ def test_batched_samples_equal_single_samples_on_the_embedded_model(smollm2):
 
 
 def test_what_is_not_batched():
-    from workbench import evaluate
     from workbench.plan import ProtocolSpec
 
     cc = ProtocolSpec(context_tokens=CONTEXT, continuation_tokens=CONTINUATION)
     chunked = ProtocolSpec(name="chunked", context_tokens=CONTEXT, continuation_tokens=CONTINUATION, chunk_size=8)
     rates = [0.7, 0.3]
-    assert not evaluate.batchable(_method("random", rates), rates, cc, True)  # each sample seeds its own draw
-    assert not evaluate.batchable(_method("leverage", rates), rates, cc, True)  # a random sketch
-    assert not evaluate.batchable(_method("observed-attention", rates), rates, cc, True)  # eager attention
-    assert not evaluate.batchable(_method("snapkv", rates), rates, cc, False)  # per-rate path asked for
-    assert not evaluate.batchable(_method("snapkv", rates), rates, chunked, True)
-    assert not evaluate.batchable(_method("snapkv", [0.5]), [0.5], cc, True)  # one rate: the per-rate path
-    assert not evaluate.batchable(_method("kvzip", rates), rates, cc, True)  # multi-pass press
+    assert not batchable(_method("random", rates), rates, cc, True)  # each sample seeds its own draw
+    assert not batchable(_method("leverage", rates), rates, cc, True)  # a random sketch
+    assert not batchable(_method("observed-attention", rates), rates, cc, True)  # eager attention
+    assert not batchable(_method("snapkv", rates), rates, cc, False)  # per-rate path asked for
+    assert not batchable(_method("snapkv", rates), rates, chunked, True)
+    assert not batchable(_method("snapkv", [0.5]), [0.5], cc, True)  # one rate: the per-rate path
+    assert not batchable(_method("kvzip", rates), rates, cc, True)  # multi-pass press
 
 
 def _figures(session: Session) -> dict:

@@ -78,12 +78,12 @@ def test_context_continuation_baseline_equals_full_sequence_nll(tiny_lm):
 def test_shared_prefill_reproduces_per_rate_cache_on_tiny_model(tiny_lm, name):
     """Mechanics of the gather (the embedded-model test checks PPL equality for every supported press)."""
     from workbench import evaluate
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.plan import MethodSpec, ProtocolSpec
     from workbench.datasets import LMSample
 
     info = lookup(name, "kv")
-    method = MethodSpec(name=name, label=name, params=info.resolve_params({}), rates=[0.75, 0.5, 0.25])
+    method = MethodSpec(name=name, label=name, params=resolve_params(info, {}), rates=[0.75, 0.5, 0.25])
     protocol = ProtocolSpec(context_tokens=80, continuation_tokens=12)
     sample = LMSample("s#0", tuple(int(t) for t in _ids(tiny_lm, 93, seed=5)[0]), 80)
     shared = evaluate.evaluate_kv(tiny_lm, sample, method, method.rates, protocol, shared_allowed=True)
@@ -99,7 +99,7 @@ def test_plan_cells_rates_and_paths(tiny_llama_dir):
     keys = [c.key for c in plan.cells()]
     assert keys[0].endswith("|baseline|1")
     assert len(keys) == 1 + 3 + 3 + 1  # baseline, knorm × 3, criticalkv × 3, dms once (threshold-driven)
-    from workbench.evaluate import kv_path
+    from workbench.families.kv import kv_path
 
     assert kv_path(plan.methods[0], plan.protocol, True) == ("shared-prefill", None)
     path, why = kv_path(plan.methods[1], plan.protocol, True)
@@ -239,11 +239,11 @@ def test_dms_runs_only_without_eager_attention(tiny_llama_dir, tmp_path):
     # DMS masks entries through kvpress's attention patch, which eager attention lacks: paired with a press
     # that needs eager attention, the cells fail up front with the reason instead of crashing mid-run.
     from workbench.methods import presses
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
 
     dms = lookup("dms", "kv")
-    assert presses.requirements("dms", dms.resolve_params({"press": "knorm"}))[0] == "sdpa"
-    assert presses.requirements("dms", dms.resolve_params({"press": "observed-attention"}))[0] == "conflict"
+    assert presses.requirements("dms", resolve_params(dms, {"press": "knorm"}))[0] == "sdpa"
+    assert presses.requirements("dms", resolve_params(dms, {"press": "observed-attention"}))[0] == "conflict"
     plan = parse_plan(tiny_plan(tiny_llama_dir, methods=[{"name": "dms", "params": {"press": "observed-attention"}}]))
     session = runner.run(plan, out=str(tmp_path / "s.json"))
     (cell,) = [c for c in session.cells.values() if c["method"] == "dms"]

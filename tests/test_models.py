@@ -252,7 +252,8 @@ def test_embedded_cold_load_writes_a_complete_cache(smollm2, embedded_cache_dir)
 
 @pytest.mark.embedded
 def test_embedded_cache_is_keyed_to_the_gguf_file(smollm2, embedded_cache_dir, tmp_path):
-    from workbench.models import _cache_valid, _embedded_gguf
+    from workbench.models.gguf_cache import cache_valid as _cache_valid
+    from workbench.models.spec import embedded_gguf as _embedded_gguf
 
     gguf = _embedded_gguf("smollm2-135m")
     folder = embedded_cache_dir / "models" / "smollm2-135m"

@@ -42,7 +42,7 @@ def test_random_eviction_draws_the_same_entries_whatever_the_dtype_and_device():
     import torch
 
     from workbench import kv_eval
-    from workbench.methods.presses import build_press
+    from workbench.methods.press_build import build_press
 
     press = build_press("random", {"seed": None}, 0.5)
     kept = {}

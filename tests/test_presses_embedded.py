@@ -24,11 +24,11 @@ def samples(smollm2):
 
 
 def _method(name, rates, **params):
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.plan import MethodSpec
 
     info = lookup(name, "kv")
-    return MethodSpec(name=info.name, label=info.name, params=info.resolve_params(params), rates=rates)
+    return MethodSpec(name=info.name, label=info.name, params=resolve_params(info, params), rates=rates)
 
 
 def _run(lm, samples, method, shared):

@@ -35,7 +35,7 @@ def test_task_protocol_runs_both_families_and_records_scores(tiny_llama_dir, tmp
 
 def test_task_shared_prefill_generates_what_per_rate_generates(tiny_llama_dir):
     from workbench import task_eval, tasks
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.models import load_model
     from workbench.plan import MethodSpec, ProtocolSpec
 
@@ -43,7 +43,7 @@ def test_task_shared_prefill_generates_what_per_rate_generates(tiny_llama_dir):
     count = lambda text: len(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     (sample,) = tasks.task_samples("paulgraham", 1, 0, count_tokens=count, context_tokens=96)
     info = lookup("snapkv")
-    method = MethodSpec(name="snapkv", label="snapkv", params=info.resolve_params({"window_size": 8}), rates=[0.75, 0.5, 0.25])
+    method = MethodSpec(name="snapkv", label="snapkv", params=resolve_params(info, {"window_size": 8}), rates=[0.75, 0.5, 0.25])
     protocol = ProtocolSpec(name="task", context_tokens=96, max_new_tokens=6)
     shared = task_eval.evaluate_kv(lm, sample, method, method.rates, protocol, shared_allowed=True)
     per_rate = task_eval.evaluate_kv(lm, sample, method, method.rates, protocol, shared_allowed=False)
@@ -70,7 +70,7 @@ def test_longllmlingua_is_unavailable_without_a_question(tiny_llama_dir, tmp_pat
 def test_embedded_model_finds_the_needle_uncompressed(smollm2):
     """At 1,024 tokens SmolLM2-135M retrieves the needle; question-agnostic eviction at 0.25 shows its effect."""
     from workbench import task_eval, tasks
-    from workbench.methods.registry import lookup
+    from workbench.methods.registry import lookup, resolve_params
     from workbench.plan import MethodSpec, ProtocolSpec
 
     count = lambda text: len(smollm2.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -79,6 +79,6 @@ def test_embedded_model_finds_the_needle_uncompressed(smollm2):
     baseline = [task_eval.evaluate_baseline(smollm2, s, protocol)["score"] for s in samples]
     assert baseline == [1.0, 1.0]
     info = lookup("random", "kv")
-    method = MethodSpec(name="random", label="random", params=info.resolve_params({}), rates=[0.25])
+    method = MethodSpec(name="random", label="random", params=resolve_params(info, {}), rates=[0.25])
     evicted = [task_eval.evaluate_kv(smollm2, s, method, [0.25], protocol)[0.25]["score"] for s in samples]
     assert sum(evicted) < sum(baseline)

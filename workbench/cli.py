@@ -135,7 +135,7 @@ def _load(args):
 
 
 def _describe(plan) -> str:
-    from workbench import evaluate
+    from workbench import families
     from workbench.plan import BASELINE_LABEL
 
     lines = [f"plan {plan.name}: {plan.description}".rstrip(": "),
@@ -150,7 +150,7 @@ def _describe(plan) -> str:
     lines.append(f"    {BASELINE_LABEL:24s} no compression, once per sample")
     for m in plan.methods:
         rates = m.rates if m.rates is not None else plan.rates
-        path, why = evaluate.kv_path(m, plan.protocol, plan.shared_prefill)
+        path, why = families.get(m.family).path(m, plan)
         rate_text = "threshold" if rates == [None] else ",".join(f"{r:g}" for r in rates)
         params = ", ".join(f"{k}={v['name'] if isinstance(v, dict) else v}" for k, v in m.params.items())
         lines.append(f"    {m.label:24s} {m.name} [{params}] rates {rate_text}; {path}" + (f" ({why})" if why else ""))

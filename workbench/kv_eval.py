@@ -24,12 +24,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from transformers import DynamicCache
 
-
-class UnsupportedMethod(Exception):
-    """This method cannot be measured with this protocol (recorded as the cell's reason)."""
+from workbench.methods.presses import ResolvedPress, compression_ratio
 
 
 def _language_model(model):
@@ -94,29 +91,6 @@ def prefill(model, context_ids: torch.Tensor, press=None) -> tuple[DynamicCache,
         model(input_ids=context_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
     _sync(model)
     return cache, time.perf_counter() - start
-
-
-def auto_batch_size(model, context_tokens: int, continuation_tokens: int, limit: int = 16) -> int:
-    """Samples per forward pass that fit the GPU's free memory with room to spare; 1 on a CPU (no gain
-    there: one sample already keeps the cores busy).
-
-    Per sample, on the shared-prefill path: the full cache, one pruned cache and the copy a continuation
-    makes of it (≤ 3 full caches), a layer's prefill activations, and the continuation's logits in float32.
-    """
-    if model.device.type != "cuda":
-        return 1
-    cfg = model.config
-    cfg = getattr(cfg, "text_config", None) or cfg
-    element = torch.finfo(model.dtype).bits // 8
-    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
-    tokens = context_tokens + continuation_tokens
-    full_cache = 2 * cfg.num_hidden_layers * kv_heads * head_dim * tokens * element
-    activations = context_tokens * (6 * cfg.hidden_size + 3 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)) * element
-    logits = continuation_tokens * cfg.vocab_size * (element + 8)
-    per_sample = 3 * full_cache + activations + logits
-    free, _ = torch.cuda.mem_get_info(model.device)
-    return max(1, min(limit, int(0.6 * free // per_sample)))
 
 
 def _uniform_layers(cache) -> bool:
@@ -215,20 +189,14 @@ def compute_n_kept(k_len: int, removed_fraction: float) -> int:
     return max(1, int(k_len * (1 - removed_fraction)))
 
 
-def score_function(name: str, press):
-    """The rate-independent score of a press: its own ``score`` except where that encodes the rate."""
-    if name == "streaming-llm":
-        n_sink = press.n_sink
+def score_function(traits, press):
+    """The rate-independent score of a press (``traits``: its PressTraits): its own ``score``, or the
+    equivalent rate-free score its traits name where its own encodes the rate."""
+    if traits.rate_free_score:
+        import importlib
 
-        def positional(module, hidden_states, keys, values, attentions, kwargs):
-            # StreamingLLM keeps the n_sink first entries and the most recent ones: the position
-            # itself is a score whose top-k is exactly that set, whatever the rate.
-            bsz, heads, k_len, _ = keys.shape
-            scores = torch.arange(k_len, device=keys.device, dtype=torch.float32).expand(bsz, heads, k_len).clone()
-            scores[..., :n_sink] = float("inf")
-            return scores
-
-        return positional
+        module, name = traits.rate_free_score.split(":")
+        return getattr(importlib.import_module(module), name)(press)
     return press.score
 
 
@@ -238,14 +206,13 @@ class SharedPrefill:
     values: list
     scores: list
     seconds: float
-    context_tokens: int
-    press: object  # the press, for its per-layer budget (PyramidKV)
+    press: object  # the press, for its per-layer budget (PyramidKV) and its head-wise selection (AdaKV)
 
 
-def shared_prefill(model, context_ids: torch.Tensor, name: str, press, inner_name: str | None = None) -> SharedPrefill:
+def shared_prefill(model, context_ids: torch.Tensor, resolved: ResolvedPress, press) -> SharedPrefill:
     """One plain prefill that records every layer's scores and keeps the full cache."""
-    scorer = press.press if inner_name else press
-    score = score_function(inner_name or name, scorer)
+    scorer = press.press if resolved.scores_from_inner else press
+    score = score_function(resolved.score_traits, scorer)
     press.post_init_from_model(model)
     scores: dict[int, torch.Tensor] = {}
 
@@ -264,32 +231,22 @@ def shared_prefill(model, context_ids: torch.Tensor, name: str, press, inner_nam
         values=[cache.layers[i].values for i in range(n)],
         scores=[scores[i] for i in range(n)],
         seconds=seconds,
-        context_tokens=context_ids.shape[1],
         press=press,
     )
 
 
-def full_cache(shared: SharedPrefill) -> DynamicCache:
-    """The uncompressed cache (the baseline) rebuilt from the stored tensors; they stay untouched."""
-    cache = DynamicCache()
-    with torch.inference_mode():
-        for i, (k, v) in enumerate(zip(shared.keys, shared.values)):
-            cache.update(k, v, i)
-    return cache
-
-
-def cache_for_rate(model, shared: SharedPrefill, rate: float, name: str, params: dict) -> tuple[DynamicCache, float]:
+def cache_for_rate(model, shared: SharedPrefill, rate: float, resolved: ResolvedPress) -> tuple[DynamicCache, float]:
     """The cache the press would have left at this rate. Returns (cache, seconds spent selecting)."""
-    removed = round(1.0 - rate, 10)
+    removed = compression_ratio(rate)
     modules = attention_modules(model)
     cache = DynamicCache()
     start = time.perf_counter()
     with torch.inference_mode():
         for i, (k, v, s) in enumerate(zip(shared.keys, shared.values, shared.scores)):
-            if name == "adakv":
-                modules[i].masked_key_indices = _adakv_mask(s, removed, params["alpha_safeguard"]) if removed > 0 else None
+            if resolved.traits.headwise_mask:
+                modules[i].masked_key_indices = _headwise_mask(s, removed, shared.press.alpha_safeguard) if removed > 0 else None
             elif removed > 0:  # ScorerPress.compress leaves the cache untouched at compression_ratio 0
-                n_kept = _layer_budget(shared.press, name, modules[i], k.shape[2], removed)
+                n_kept = _layer_budget(shared.press, resolved, modules[i], k.shape[2], removed)
                 k, v = keep_entries(k, v, s.topk(n_kept, dim=-1).indices)
             cache.update(k, v, i)
     _sync(model)
@@ -304,15 +261,15 @@ def keep_entries(keys: torch.Tensor, values: torch.Tensor, indices: torch.Tensor
     return keys.gather(2, idx).contiguous(), values.gather(2, idx).contiguous()
 
 
-def _layer_budget(press, name: str, module, k_len: int, removed: float) -> int:
-    """Entries a layer keeps: kvpress's rounding, or PyramidKV's own per-layer budget for this rate."""
-    if name == "pyramidkv":
+def _layer_budget(press, resolved: ResolvedPress, module, k_len: int, removed: float) -> int:
+    """Entries a layer keeps: kvpress's rounding, or the press's own per-layer budget for this rate."""
+    if resolved.traits.layer_budget:
         press.compression_ratio = removed  # get_layer_budget reads the ratio from the press
         return press.get_layer_budget(module, k_len)
     return compute_n_kept(k_len, removed)
 
 
-def _adakv_mask(scores: torch.Tensor, removed: float, alpha_safeguard: float):
+def _headwise_mask(scores: torch.Tensor, removed: float, alpha_safeguard: float):
     """AdaKVPress.compress's selection (kvpress 0.5.5), applied to stored scores: masked (batch, head, seq) indices."""
     scores = scores.clone()  # AdaKV writes into the scores; the stored ones serve the other rates
     bsz, n_heads, k_len = scores.shape
@@ -332,7 +289,7 @@ def _adakv_mask(scores: torch.Tensor, removed: float, alpha_safeguard: float):
 # Chunked protocol
 
 
-def chunked_nll(model, ids: torch.Tensor, chunk_size: int, name: str | None = None, press=None,
+def chunked_nll(model, ids: torch.Tensor, chunk_size: int, resolved: ResolvedPress | None = None, press=None,
                 rate: float | None = None) -> tuple[float, int, DynamicCache, float]:
     """NLL of ids[:, 1:] with the text fed ``chunk_size`` tokens at a time (seed 004's protocol).
 
@@ -341,31 +298,29 @@ def chunked_nll(model, ids: torch.Tensor, chunk_size: int, name: str | None = No
     hook (threshold presses such as DMS). chunk_size=1 is exact; larger chunks are faster and let
     the tokens inside a chunk see each other uncompressed. Returns (nll_sum, tokens, cache, seconds).
     """
-    from kvpress import ScorerPress
-
     n_total = ids.shape[1]
     cache = DynamicCache()
     per_chunk_press = None
     hook = nullcontext()
     if press is not None:
-        if name in ("dms", "decoding", "compression-ratio-decoding"):
+        if resolved.traits.decoding:
             per_chunk_press = press  # compresses non-prefill passes itself
-        elif isinstance(press, ScorerPress) and rate is not None:
-            score = score_function(name, press)
+        elif resolved.traits.scorer and rate is not None:
+            score = score_function(resolved.traits, press)
             press.post_init_from_model(model)
             seen = {"n": 0}
 
             def compress(module, kwargs, output):
                 layer = kwargs["past_key_values"].layers[module.layer_idx]
-                target = compute_n_kept(seen["n"], round(1.0 - rate, 10))
+                target = compute_n_kept(seen["n"], compression_ratio(rate))
                 if layer.keys.shape[2] <= target:
                     return
                 s = score(module, kwargs["hidden_states"], layer.keys, layer.values, output[1], kwargs)
                 layer.keys, layer.values = keep_entries(layer.keys, layer.values, s.topk(target, dim=-1).indices)
 
             hook = layer_hooks(model, compress)
-        else:
-            raise UnsupportedMethod("the chunked protocol supports score-based presses and threshold (DMS/decoding) presses")
+        else:  # families.kv refuses such cells before they run
+            raise ValueError(f"{resolved.name}: the chunked protocol needs a score-based or decoding press")
     nll, scored = 0.0, 0
     _sync(model)
     start = time.perf_counter()

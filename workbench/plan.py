@@ -19,12 +19,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-PROTOCOLS = ("context-continuation", "chunked", "task")
-_PROTOCOL_ALIASES = {
-    "context→continuation": "context-continuation",
-    "context->continuation": "context-continuation",
-    "context_continuation": "context-continuation",
-}
 BASELINE_LABEL = "baseline"
 
 
@@ -101,9 +95,9 @@ class Plan:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict, source: str | None = None) -> "Plan":
-        return parse_plan(data, source=source)
+    def baseline_method(self) -> MethodSpec:
+        """The uncompressed model as a method of the 'baseline' family: one cell per dataset, at rate 1."""
+        return MethodSpec(name=BASELINE_LABEL, family="baseline", label=BASELINE_LABEL, params={}, rates=[1.0])
 
     def cells(self) -> list["CellSpec"]:
         """Every cell of the grid, the baseline of each dataset first."""
@@ -223,7 +217,10 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     unknown = set(value) - {"name", "context_tokens", "continuation_tokens", "chunk_size", "max_new_tokens", "depths", "n_shots",
                             "question_aware"}
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}", source, path)
-    name = _PROTOCOL_ALIASES.get(value.get("name", "context-continuation"), value.get("name", "context-continuation"))
+    from workbench.protocols import ALIASES, PROTOCOLS
+
+    name = value.get("name", "context-continuation")
+    name = ALIASES.get(name, name) if isinstance(name, str) else name
     _expect(name in PROTOCOLS, f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}", source, f"{path}.name")
     spec = ProtocolSpec(
         name=name,
@@ -278,10 +275,17 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
         raise PlanError(err.args[0], source, f"{path}.name") from None
     params = value.get("params", {})
     _expect(isinstance(params, dict), "params must be an object", source, f"{path}.params")
+    from workbench import families
+    from workbench.methods.info import ParamError
+
     try:
-        params = info.resolve_params(params)
-    except ValueError as err:
-        raise PlanError(str(err), source, f"{path}.params") from None
+        params = registry.resolve_params(info, params)
+        families.get(info.family).check_params(info, params, "")
+    except ParamError as err:
+        raise PlanError(str(err), source, f"{path}.params.{err.field}") from None
+    except ValueError as err:  # composition: the message starts with the nested field ('.press: …')
+        where, _, message = str(err).partition(": ")
+        raise PlanError(message, source, f"{path}.params{where}") from None
     rates = value.get("rates")
     if not info.rate_driven:
         _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates", source, f"{path}.rates")
@@ -333,9 +337,11 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
     for i, m in enumerate(m_specs):
         _expect(m.label not in seen, f"two methods are labelled {m.label!r}: give one a distinct \"label\"", source, f"methods[{i}].label")
         seen[m.label] = i
+    from workbench import families
+
     for i, m in enumerate(m_specs):
-        if m.family == "prompt":
-            _expect(protocol.name != "chunked", "prompt compressors need the context-continuation or task protocol", source, f"methods[{i}]")
+        invalid = families.get(m.family).invalid(m, protocol)
+        _expect(invalid is None, invalid or "", source, f"methods[{i}]")
     if protocol.name == "task":
         from workbench import tasks
 

@@ -11,17 +11,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from workbench import __version__, metrics
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan, PlanError, parse_plan
+from workbench.secrets import scrub  # noqa: F401 - re-exported: the session's writers scrub through it
 
 SCHEMA_VERSION = 1
 CELL_STATUSES = ("pending", "running", "done", "error", "unavailable", "cancelled")
-_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.I)
 
 
 class SessionError(ValueError):
@@ -30,14 +29,6 @@ class SessionError(ValueError):
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def scrub(text: str) -> str:
-    """Replace the value of any secret-looking environment variable that appears in ``text``."""
-    for name, value in os.environ.items():
-        if value and len(value) >= 6 and _SECRET_NAME.search(name) and value in text:
-            text = text.replace(value, f"<{name} hidden>")
-    return re.sub(r"\bhf_[A-Za-z0-9]{20,}\b", "<token hidden>", text)
 
 
 def new_cell(spec: CellSpec, plan: Plan, samples_total: int) -> dict:

@@ -94,3 +94,27 @@ def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec,
             record["example"] = {"original": sample.context, "compressed": res.text, "dropped": [list(d) for d in res.dropped]}
         out[rate] = record
     return out
+
+
+class Task:
+    """Protocol ``task``: compress the context, ask the uncompressed question, generate greedily, score."""
+
+    def samples(self, backend, dataset, plan) -> list:
+        from workbench import tasks
+
+        p = plan.protocol
+
+        def count_tokens(text: str) -> int:
+            return len(backend.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        return tasks.task_samples(dataset.name, dataset.samples, dataset.seed, count_tokens=count_tokens,
+                                  context_tokens=p.context_tokens, depths=p.depths, n_shots=p.n_shots)
+
+    def uncompressed(self, backend, samples, plan) -> list[dict]:
+        return [evaluate_baseline(backend, s, plan.protocol) for s in samples]
+
+    def pressed(self, backend, samples, method, rates, plan) -> list[dict]:
+        return [evaluate_kv(backend, s, method, rates, plan.protocol, plan.shared_prefill) for s in samples]
+
+    def compressed_text(self, backend, sample, compressor, rates, plan, keep_example: bool) -> dict:
+        return evaluate_prompt(backend, sample, compressor, rates, plan.protocol, keep_example=keep_example)

@@ -12,6 +12,7 @@ caller hands in ``count_tokens``).
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import string
@@ -24,10 +25,6 @@ from workbench.datasets import BUNDLED, Document, load_documents, validate_datas
 
 __all__ = ["TASKS", "TaskError", "TaskSample", "generation_budget", "score", "task_for_dataset", "task_samples"]
 
-TASKS = {"gsm8k", "needle", "meetingbank", "qa"}
-
-# Default max new tokens: a GSM8K chain of thought runs ~100-200 tokens; the needle answer is one number.
-_BUDGETS = {"gsm8k": 256, "needle": 16, "meetingbank": 128, "qa": 32}
 _BUNDLED_TASKS = {"gsm8k": "gsm8k", "paulgraham": "needle", "meetingbank": "meetingbank"}
 
 NEEDLE_QUESTION = "What is the special magic number mentioned in the essays?"
@@ -56,14 +53,14 @@ class TaskSample:
 
 
 def generation_budget(task: str) -> int:
-    """Default maximum number of new tokens to generate for ``task``."""
-    _check_task(task)
-    return _BUDGETS[task]
+    """Default max new tokens of a task."""
+    return _kind(task).budget
 
 
-def _check_task(task: str) -> None:
+def _kind(task: str) -> "TaskKind":
     if task not in TASKS:
         raise TaskError(f"unknown task {task!r}: expected one of {', '.join(sorted(TASKS))}")
+    return TASKS[task]
 
 
 # --- which task a dataset supports ------------------------------------------------------------------
@@ -86,7 +83,30 @@ def _qa_fields(doc: Document) -> tuple[str, str, tuple[str, ...]] | None:
     return (context, question, answers) if answers else None
 
 
+_TASK_MEMO: dict[tuple, str | None] = {}
+
+
 def task_for_dataset(spec: str) -> str | None:
+    """task_for_dataset_uncached, remembered per local file (path, size, modification time) so that
+    validating a plan again — on every keystroke of the Setup screen — reads no file twice. An ``hf:``
+    dataset is not loaded here (no network while validating): it is taken to be question/answer data,
+    which drawing its samples checks."""
+    if isinstance(spec, str) and spec.startswith("hf:"):
+        validate_dataset_spec(spec)
+        return "qa"
+    key: tuple = (spec,)
+    if isinstance(spec, str) and spec.lower().endswith(".jsonl"):
+        try:
+            stat = os.stat(os.path.expanduser(spec))
+            key = (spec, stat.st_size, stat.st_mtime_ns)
+        except OSError:
+            pass
+    if key not in _TASK_MEMO:
+        _TASK_MEMO[key] = task_for_dataset_uncached(spec)
+    return _TASK_MEMO[key]
+
+
+def task_for_dataset_uncached(spec: str) -> str | None:
     """The task a dataset spec supports, or None (e.g. wikitext2, tinystories, a .txt file).
 
     Bundled: gsm8k → 'gsm8k', paulgraham → 'needle', meetingbank → 'meetingbank'. A local .jsonl or
@@ -126,17 +146,13 @@ def task_samples(spec: str, n_samples: int, seed: int = 0, *, count_tokens: Call
     """
     if n_samples < 1:
         raise TaskError(f"n_samples must be >= 1 (got {n_samples})")
-    task = task_for_dataset(spec)
+    task = task_for_dataset_uncached(spec)
     if task is None:
         raise TaskError(f"{spec}: supports no task-score evaluation (tasks: gsm8k, paulgraham, meetingbank, "
                         "or a .jsonl / hf: dataset with context, question and answers)")
-    if task == "gsm8k":
-        return _gsm8k_samples(spec, n_samples, seed, n_shots)
-    if task == "needle":
-        return _needle_samples(spec, n_samples, seed, count_tokens or _approx_tokens,
-                               DEFAULT_NEEDLE_TOKENS if context_tokens is None else context_tokens,
-                               list(DEFAULT_DEPTHS) if depths is None else list(depths))
-    return _record_samples(spec, task, n_samples, seed)
+    options = SampleOptions(count_tokens or _approx_tokens, DEFAULT_NEEDLE_TOKENS if context_tokens is None else context_tokens,
+                            list(DEFAULT_DEPTHS) if depths is None else list(depths), n_shots)
+    return TASKS[task].samples(spec, n_samples, seed, options)
 
 
 def _shuffled(n: int, seed: int) -> list[int]:
@@ -174,18 +190,23 @@ def _gsm8k_samples(spec: str, n: int, seed: int, n_shots: int) -> list[TaskSampl
     return out
 
 
-def _record_samples(spec: str, task: str, n: int, seed: int) -> list[TaskSample]:
-    docs = load_documents(spec)
-    if task == "meetingbank":
-        rows = [(j, (d.text, MEETING_QUESTION, (d.meta["summary"],))) for j, d in enumerate(docs)]
-    else:  # j stays the record's index in the file, even when unanswerable records are skipped
-        rows = [(j, r) for j, r in enumerate(map(_qa_fields, docs)) if r is not None]
+def _meeting_rows(docs: list[Document]) -> list[tuple[int, tuple]]:
+    return [(j, (d.text, MEETING_QUESTION, (d.meta["summary"],))) for j, d in enumerate(docs)]
+
+
+def _qa_rows(docs: list[Document]) -> list[tuple[int, tuple]]:
+    # j stays the record's index in the file, even when unanswerable records are skipped
+    return [(j, r) for j, r in enumerate(map(_qa_fields, docs)) if r is not None]
+
+
+def _record_samples(spec: str, task: str, n: int, seed: int, rows_of, suffix_of) -> list[TaskSample]:
+    rows = rows_of(load_documents(spec))
     if n > len(rows):
         raise TaskError(f"{spec}: asked for {n} samples but it holds {len(rows)} usable records")
     out = []
     for i, k in enumerate(_shuffled(len(rows), seed)[:n]):
         j, (context, question, answers) = rows[k]
-        suffix = "\n\nSummary:" if task == "meetingbank" else _qa_suffix(question)
+        suffix = suffix_of(question)
         out.append(TaskSample(f"{spec}@seed{seed}#{i}:record{j}", task, context, question, suffix, answers,
                               {"index": j}))
     return out
@@ -285,24 +306,32 @@ def score(task: str, generated: str, answers: tuple[str, ...]) -> dict:
     - meetingbank: 'rouge_l', ROUGE-L F1 on lower-cased word tokens; also ``precision``, ``recall``.
     - qa: 'f1', SQuAD token F1; also ``f1`` and ``em`` (exact match after SQuAD normalisation).
     """
-    _check_task(task)
     if isinstance(answers, str):
         answers = (answers,)
+    kind = _kind(task)
     if not answers:
         raise TaskError(f"{task}: no reference answers to score against")
-    generated = generated or ""
-    if task == "gsm8k":
-        predicted = extract_number(generated)
-        refs = {_normalise_number(a) for a in answers}
-        return {"score": float(predicted is not None and predicted in refs), "metric": "accuracy",
-                "predicted": predicted}
-    if task == "needle":
-        text = re.sub(r"(?<=\d),(?=\d{3})", "", generated)  # '48,213' still states 48213
-        hit = any(re.search(rf"(?<!\d){re.escape(a.strip())}(?!\d)", text) for a in answers)
-        return {"score": float(hit), "metric": "exact_match"}
-    if task == "meetingbank":
-        best = max((rouge_l(generated, a) for a in answers), key=lambda r: r["f1"])
-        return {"score": best["f1"], "metric": "rouge_l", "precision": best["precision"], "recall": best["recall"]}
+    return kind.score(generated or "", answers)
+
+
+def _score_gsm8k(generated: str, answers: tuple[str, ...]) -> dict:
+    predicted = extract_number(generated)
+    refs = {_normalise_number(a) for a in answers}
+    return {"score": float(predicted is not None and predicted in refs), "metric": "accuracy", "predicted": predicted}
+
+
+def _score_needle(generated: str, answers: tuple[str, ...]) -> dict:
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", generated)  # '48,213' still states 48213
+    hit = any(re.search(rf"(?<!\d){re.escape(a.strip())}(?!\d)", text) for a in answers)
+    return {"score": float(hit), "metric": "exact_match"}
+
+
+def _score_meeting(generated: str, answers: tuple[str, ...]) -> dict:
+    best = max((rouge_l(generated, a) for a in answers), key=lambda r: r["f1"])
+    return {"score": best["f1"], "metric": "rouge_l", "precision": best["precision"], "recall": best["recall"]}
+
+
+def _score_qa(generated: str, answers: tuple[str, ...]) -> dict:
     f1 = max(squad_f1(generated, a) for a in answers)
     em = max(squad_em(generated, a) for a in answers)
     return {"score": f1, "metric": "f1", "f1": f1, "em": em}
@@ -392,3 +421,38 @@ def squad_f1(generated: str, reference: str) -> float:
         return 0.0
     p, r = common / len(gen), common / len(ref)
     return 2 * p * r / (p + r)
+
+
+# --- the tasks --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SampleOptions:
+    count_tokens: Callable[[str], int]
+    context_tokens: int  # the needle's haystack size
+    depths: list[float]  # the needle's depths
+    n_shots: int  # GSM8K demonstrations
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A task: how its samples are drawn from a dataset, how a generation is scored, how long it may be."""
+
+    name: str
+    budget: int  # default max new tokens
+    samples: Callable[[str, int, int, SampleOptions], list[TaskSample]]
+    score: Callable[[str, tuple[str, ...]], dict]
+
+
+# Default budgets: a GSM8K chain of thought runs ~100-200 tokens; the needle answer is one number.
+TASKS: dict[str, TaskKind] = {
+    t.name: t
+    for t in [
+        TaskKind("gsm8k", 256, lambda spec, n, seed, o: _gsm8k_samples(spec, n, seed, o.n_shots), _score_gsm8k),
+        TaskKind("needle", 16, lambda spec, n, seed, o: _needle_samples(spec, n, seed, o.count_tokens, o.context_tokens, o.depths),
+                 _score_needle),
+        TaskKind("meetingbank", 128, lambda spec, n, seed, o: _record_samples(spec, "meetingbank", n, seed, _meeting_rows,
+                                                                              lambda q: "\n\nSummary:"), _score_meeting),
+        TaskKind("qa", 32, lambda spec, n, seed, o: _record_samples(spec, "qa", n, seed, _qa_rows, _qa_suffix), _score_qa),
+    ]
+}

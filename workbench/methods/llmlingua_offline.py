@@ -245,8 +245,8 @@ def _llmlingua_on_loaded(loaded):
 
 
 def _hub_offline() -> bool:
-    from workbench import models
-    return not models.hub_reachable()
+    from workbench import hub
+    return not hub.hub_reachable()
 
 
 @contextlib.contextmanager

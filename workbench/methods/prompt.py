@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.methods.registry import MethodInfo
+from workbench.methods.info import MethodInfo
 
 RATE = "rate"
 

@@ -1,78 +1,68 @@
 """One registry over every method family, cheap to import (no torch, no kvpress).
 
-A method is described by a :class:`MethodInfo`: its name, family, parameters with defaults, and
-how the workbench's **rate** (fraction of tokens kept) reaches it. Families register their
-methods here; the plan validates names and parameters against this table before anything heavy
-is imported.
+A method is described by a :class:`~workbench.methods.info.MethodInfo`: its name, family, parameters with
+defaults, types and ranges, its traits, and how the workbench's **rate** (fraction of tokens kept) reaches
+it. The registry finds methods by name and resolves their parameters (nested presses included); the plan
+validates against it before anything heavy is imported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.methods import presses, prompt
+from workbench.methods.info import NO_RULE, MethodInfo, ParamError
+
 FAMILIES = ("kv", "prompt")
+_MAX_NESTING = 8  # presses inside presses: deeper is a mistake (or a hostile file), not a method
 
 
-@dataclass(frozen=True)
-class MethodInfo:
-    name: str
-    family: str
-    summary: str
-    # Parameter name -> default. A value of NESTED means "another method spec" (a wrapped press).
-    params: dict[str, Any] = field(default_factory=dict)
-    # The parameter the rate is converted into (e.g. kvpress's compression_ratio = 1 - rate);
-    # None for methods driven by their parameters alone (a threshold).
-    rate_param: str | None = None
-    # Names of parameters that hold a nested method spec (or a list of them).
-    nested: tuple[str, ...] = ()
-    # The class that implements it (a kvpress press class name, or a compressor class).
-    implementation: str = ""
-    # Why it cannot run offline, if it needs artefacts from the Hugging Face hub.
-    needs_hub: str | None = None
-    # Attention implementation it requires ("eager") or refuses ("!eager"), if any.
-    attention: str | None = None
-    aliases: tuple[str, ...] = ()
-    # "module:Class" building the method where the workbench replaces the library's class (None: implementation).
-    builder: str | None = None
-
-    @property
-    def rate_driven(self) -> bool:
-        return self.rate_param is not None
-
-    def resolve_params(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Defaults filled in, unknown names refused, nested method specs resolved. Raises ValueError."""
-        if self.rate_param and self.rate_param in given:
-            raise ValueError(
-                f"{self.name}: '{self.rate_param}' is set by the plan's rates (rate = fraction kept); list rates instead"
+def resolve_params(info: MethodInfo, given: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """Defaults filled in, unknown names refused, types and ranges checked, nested method specs resolved.
+    Raises ParamError naming the parameter."""
+    if info.rate_param and info.rate_param in given:
+        raise ParamError(info.rate_param, f"{info.name}: '{info.rate_param}' is set by the plan's rates (rate = fraction kept); "
+                                          "list rates instead")
+    unknown = set(given) - set(info.params)
+    if unknown:
+        allowed = ", ".join(p for p in info.params if p != info.rate_param) or "none"
+        raise ParamError(sorted(unknown)[0], f"unknown parameter(s) {sorted(unknown)} for {info.name}; parameters: {allowed}")
+    out: dict[str, Any] = {}
+    for key, default in info.params.items():
+        if key == info.rate_param:
+            continue
+        value = given.get(key, default)
+        if key in info.nested and value is not None:
+            if depth >= _MAX_NESTING:
+                raise ParamError(key, f"presses nested more than {_MAX_NESTING} deep")
+            value = (
+                [resolve_nested(v, f"{key}[{i}]", depth + 1) for i, v in enumerate(value)]
+                if isinstance(value, list)
+                else resolve_nested(value, key, depth + 1)
             )
-        unknown = set(given) - set(self.params)
-        if unknown:
-            allowed = ", ".join(p for p in self.params if p != self.rate_param) or "none"
-            raise ValueError(f"unknown parameter(s) {sorted(unknown)} for {self.name}; parameters: {allowed}")
-        out: dict[str, Any] = {}
-        for key, default in self.params.items():
-            if key == self.rate_param:
-                continue
-            value = given.get(key, default)
-            if key in self.nested and value is not None:
-                value = (
-                    [resolve_nested(v, f"{self.name}.{key}[{i}]") for i, v in enumerate(value)]
-                    if isinstance(value, list)
-                    else resolve_nested(value, f"{self.name}.{key}")
-                )
-            out[key] = value
-        return out
+        elif key not in info.nested:
+            value = info.rules.get(key, NO_RULE).check(value, default, key)
+        out[key] = value
+    return out
 
 
-def resolve_nested(spec: Any, where: str) -> dict[str, Any]:
+def resolve_nested(spec: Any, where: str, depth: int = 1) -> dict[str, Any]:
     """A wrapped method given as a name or {"name":..., "params":...}, resolved like a top-level one."""
     if isinstance(spec, str):
         spec = {"name": spec}
-    if not isinstance(spec, dict) or "name" not in spec:
-        raise ValueError(f"{where}: expected a method name or an object with 'name' and 'params'")
-    info = lookup(spec["name"], "kv")
-    params = info.resolve_params(spec.get("params", {}))
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str) or set(spec) - {"name", "params"}:
+        raise ParamError(where, "expected a press name or an object with 'name' and 'params'")
+    try:
+        info = lookup(spec["name"], "kv")
+    except KeyError as err:
+        raise ParamError(f"{where}.name", err.args[0]) from None
+    given = spec.get("params", {})
+    if not isinstance(given, dict):
+        raise ParamError(f"{where}.params", "params must be an object")
+    try:
+        params = resolve_params(info, given, depth)
+    except ParamError as err:
+        raise ParamError(f"{where}.params.{err.field}", str(err)) from None
     return {"name": info.name, "params": params}
 
 
@@ -85,16 +75,7 @@ def _normalise(name: str) -> str:
 
 
 def _tables() -> dict[str, dict[str, MethodInfo]]:
-    from workbench.methods import presses
-
-    tables = {"kv": presses.PRESSES}
-    try:
-        from workbench.methods import prompt  # the prompt-compressor family, when present
-    except ImportError:
-        pass
-    else:
-        tables["prompt"] = prompt.COMPRESSORS
-    return tables
+    return {"kv": presses.PRESSES, "prompt": prompt.COMPRESSORS}
 
 
 def all_methods(family: str | None = None) -> list[MethodInfo]:

@@ -4,7 +4,7 @@ kvpress's ``RandomPress`` draws its scores with the generator of the device the 
 same plan evicts different entries on a CPU and on a GPU (quickstart's random eviction gave PPL 45.4
 on a CPU and 46.2 on an H100). This press draws from torch's CPU generator — seeded per sample by the
 engine, or from the press's own ``seed`` — and moves the scores to the keys' device: one plan, the same
-evictions and the same numbers on every machine. Imports torch and kvpress (built by ``build_press``).
+evictions and the same numbers on every machine. Imports torch and kvpress (built by ``press_build.build_press``).
 """
 
 from __future__ import annotations
