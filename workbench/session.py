@@ -193,8 +193,8 @@ class Session:
 
     def release_lock(self) -> None:
         lock, self._lock, self._lock_explicit = self._lock, None, False
-        if lock is not None and lock.owner is self:
-            lock.release()
+        if lock is not None:
+            lock.release(owner=self)
 
     def _lock_for(self, target: Path) -> None:
         lock = acquire_session_lock(target, owner=self)

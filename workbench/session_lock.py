@@ -4,7 +4,8 @@ Two runs writing one session file would each save their own copy after every sam
 would flip between them. The lock is ``fcntl.flock`` on a lock file next to the session (not on the
 session itself, which every save replaces by a rename); the kernel drops it when the holder exits,
 even on SIGKILL, so a stale lock file never blocks anyone: only a live holder does. Within one
-process a lock is shared by path (the app's runs are exclusive workers, one at a time).
+process a lock is shared by path (the app's runs are exclusive workers, one at a time) and goes when
+the last session holding it lets go.
 
 Where fcntl does not exist (Windows) there is no lock: writes stay atomic, concurrency is unchecked.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
+import weakref
 from pathlib import Path
 
 from workbench.session_schema import SessionError
@@ -37,7 +39,7 @@ class SessionLock:
         self.target = target
         self.path = lock_path(target)
         self.fd: int | None = None
-        self.owner: object | None = None  # the Session that holds it now (in-process sharing)
+        self.owners: weakref.WeakSet = weakref.WeakSet()  # the sessions of this process that hold it
 
     @property
     def held(self) -> bool:
@@ -78,11 +80,16 @@ class SessionLock:
                 return
             os.close(fd)
 
-    def release(self) -> None:
+    def release(self, owner: object | None = None) -> None:
+        """Let go for ``owner``; the lock itself goes when no owner is left (at once without an owner)."""
         with _HELD_GUARD:
+            if owner is not None:
+                self.owners.discard(owner)
+                if len(self.owners):
+                    return
             if _HELD.get(str(self.target)) is self:
                 del _HELD[str(self.target)]
-            fd, self.fd, self.owner = self.fd, None, None
+            fd, self.fd = self.fd, None
         if fd is None:
             return
         try:  # unlink while still holding it, so nobody locks a file that is about to vanish unnoticed
@@ -116,7 +123,8 @@ def acquire_session_lock(target: str | os.PathLike, owner: object | None = None)
             lock = SessionLock(resolved)
             lock._acquire()
             _HELD[str(resolved)] = lock
-        lock.owner = owner
+        if owner is not None:
+            lock.owners.add(owner)
         return lock
 
 
