@@ -318,8 +318,10 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
         params = info.resolve_params(params)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         # KeyError: an unknown method nested in a wrapper; TypeError/AttributeError: a nested spec of the wrong type
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        raise PlanError(str(message), source, f"{path}.params") from None
+        message = str(err.args[0] if isinstance(err, KeyError) and err.args else err)
+        if isinstance(err, (TypeError, AttributeError)):
+            message = f"a wrapped press is a name or {{\"name\": ..., \"params\": {{...}}}} ({message})"
+        raise PlanError(message, source, f"{path}.params") from None
     rates = value.get("rates")
     if not info.rate_driven:
         _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates", source, f"{path}.rates")
@@ -338,7 +340,7 @@ _TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "pro
 
 def parse_plan(data: Any, source: str | None = None) -> Plan:
     """Validate a plan or preset document and return it fully resolved. Raises PlanError."""
-    _expect(isinstance(data, dict), "a preset is a JSON object", source, "(top level)")
+    _expect(isinstance(data, dict), "a plan (a preset) is a JSON object", source, "(top level)")
     unknown = set(data) - _TOP_KEYS
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}", source, "(top level)")
     model = data.get("model", "smollm2-135m")

@@ -163,7 +163,10 @@ def _check_sample(c: _Checker, s: Any, at: str) -> None:
     c.integer(s.get("n_tokens"), f"{at}.n_tokens", 0, MAX_TOKENS)
     n = s["n_tokens"]
     if n:
-        c.number(s.get("nll_sum"), f"{at}.nll_sum", -1e-6 * n, MAX_NLL_PER_TOKEN * n, optional=False)
+        c.number(s.get("nll_sum"), f"{at}.nll_sum", -MAX_QUANTITY, MAX_QUANTITY, optional=False)
+        if not -1e-6 <= s["nll_sum"] / n <= MAX_NLL_PER_TOKEN:
+            c.fail(f"{at}.nll_sum", f"{_show(s['nll_sum'])} over {n} tokens is a mean NLL of {s['nll_sum'] / n:.4g} nats per "
+                   f"token; a real one lies in [0, {MAX_NLL_PER_TOKEN:g}]")
     else:
         c.number(s.get("nll_sum"), f"{at}.nll_sum", -MAX_QUANTITY, MAX_QUANTITY)
     c.number(s.get("score"), f"{at}.score", 0.0, 1.0)
