@@ -520,3 +520,27 @@ def test_in_a_real_process_stderr_is_one_line(case_id, ctx, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("workbench: ") and (len(lines) == 1 or lines[0].startswith("usage:")), result.stderr
     assert _snapshot(folder) == before
+
+
+# --- press parameters: their types, ranges and composability are traits of the method registry ------
+
+PRESS_PARAMETERS = [
+    ("snapkv-window-word", {"name": "snapkv", "params": {"window_size": "big"}}),
+    ("snapkv-window-negative", {"name": "snapkv", "params": {"window_size": -3}}),
+    ("streaming-sink-fraction", {"name": "streaming-llm", "params": {"n_sink": 1.5}}),
+    ("adakv-around-chunkkv", {"name": "adakv", "params": {"press": "chunkkv"}}),
+]
+
+
+@pytest.mark.xfail(strict=True, reason="press parameter validation: registry traits")
+@pytest.mark.parametrize("method", [m for _, m in PRESS_PARAMETERS], ids=[i for i, _ in PRESS_PARAMETERS])
+def test_press_parameters_are_validated(method, ctx, tmp_path, monkeypatch, capsys):
+    # --dry-run: while these pass, nothing runs (and nothing is written) before the assertion fails.
+    case = preset("press-parameters", {"methods": [method]}, "methods[0].params", argv=("--dry-run",))
+    folder, argv = _prepare(case, ctx, tmp_path)
+    monkeypatch.chdir(folder)
+    before = _snapshot(folder)
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert _snapshot(folder) == before
+    assert code == 2 and f"{folder}/p.json: field 'methods[0].params" in err
