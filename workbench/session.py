@@ -197,6 +197,10 @@ class Session:
             lock.release(owner=self)
 
     def _lock_for(self, target: Path) -> None:
+        try:  # the lock file lives beside the session: its folder first (save() has always made it)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SessionError(f"{target}: cannot make its folder {target.parent} ({err.strerror or err})") from None
         lock = acquire_session_lock(target, owner=self)
         if self._lock is not lock:
             self.release_lock()
