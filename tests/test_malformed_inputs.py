@@ -215,6 +215,11 @@ LOCAL_DATASETS = [
     local_dataset("jsonl-no-text", "notext.jsonl", b'{"label": 1}\n', "datasets[0].name"),
     local_dataset("txt-too-small", "small.txt", b"the cat sat on the mat\n", "datasets[0].samples"),
 ]
+_task_jsonl = local_dataset("task-jsonl-bad-line", "qa.jsonl", b'{"context": "a", "question": "b", "answers": ["c"]}\n{\n',
+                            "datasets[0].name")
+_task_jsonl.files["p.json"] = (lambda make: lambda ctx: {**make(ctx), "protocol": {"name": "task", "context_tokens": 64}})(
+    _task_jsonl.files["p.json"])
+LOCAL_DATASETS.append(_task_jsonl)
 
 PRESET_FILES = [
     Case("preset-not-utf8", ["--preset", "{d}/p.json"], ("{d}/p.json", "UTF-8"), {"p.json": lambda ctx: b'{"name": "caf\xe9"}'}),
@@ -426,7 +431,8 @@ APP = [
     flags("app-folder", "{d}/runs", names=("{d}/runs", "folder"), files={"runs": lambda ctx: DIR}),
     flags("app-not-utf8", "{d}/s.json", names=("{d}/s.json", "UTF-8"), files={"s.json": lambda ctx: b"\xff\xfe{"}),
     flags("app-invalid-json", "{d}/s.json", names=("{d}/s.json", "not valid JSON"), files={"s.json": lambda ctx: b"{"}),
-    flags("app-a-preset", "{d}/s.json", names=("{d}/s.json", "field 'schema_version'"), files={"s.json": lambda ctx: ctx.preset}),
+    flags("app-a-preset", "{d}/s.json", names=("{d}/s.json", "field 'schema_version'", "--preset {d}/s.json"),
+          files={"s.json": lambda ctx: ctx.preset}),
     flags("app-broken-session", "{d}/s.json", names=("{d}/s.json", f"field '{S}.n_tokens'"),
           files={"s.json": lambda ctx: _set(copy.deepcopy(ctx.session), S + ".n_tokens", -16)}),
 ]

@@ -126,7 +126,10 @@ def _open_app(session_path: str | None) -> int:
         try:
             Session.load(session_path)
         except SessionError as err:
-            _err(str(err))
+            hint = ""
+            if "field 'schema_version'" in str(err) and _looks_like_a_preset(session_path):
+                hint = f"; it looks like a preset: run it with workbench --preset {session_path}"
+            _err(f"{err}{hint}")
             return EXIT_BAD_INPUT
     try:
         from workbench.app import run_app
@@ -134,6 +137,16 @@ def _open_app(session_path: str | None) -> int:
         _err("the terminal app is not part of this build yet; run a preset headless: workbench --preset quickstart")
         return EXIT_BAD_INPUT
     return run_app(session_path)
+
+
+def _looks_like_a_preset(path: str) -> bool:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and "schema_version" not in data and bool({"model", "methods", "datasets"} & set(data))
 
 
 def _list(what: str) -> int:

@@ -381,7 +381,11 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         from workbench import tasks
 
         for i, ds in enumerate(ds_specs):
-            _expect(tasks.task_for_dataset(ds.name) is not None,
+            try:  # a local .jsonl or hf: dataset is read to see whether it holds questions and answers
+                task = tasks.task_for_dataset(ds.name)
+            except (ValueError, OSError) as err:  # DatasetError is a ValueError
+                raise PlanError(str(err), source, f"datasets[{i}].name") from None
+            _expect(task is not None,
                     f"{ds.name} has no task (task datasets: gsm8k, paulgraham (needle), meetingbank, QA files with context/question/answers)",
                     source, f"datasets[{i}].name")
 
