@@ -234,3 +234,25 @@ def test_sigkilled_holder_leaves_a_stale_lock_file_that_blocks_nobody(tmp_path):
     session = small_session(tmp_path)
     session.save()
     assert not lock_path(target).exists()
+
+
+def test_a_file_written_between_the_first_look_and_the_lock_is_seen(tmp_path):
+    """Another run may finish on --out after this run checked it: under the lock the file is read again."""
+    from workbench import cli
+
+    out = tmp_path / "s.json"
+    plan = parse_plan(plan_doc("smollm2-135m"), source="test")
+    checked = cli._session_for(plan, None, str(out))  # nothing there yet: a new session
+    other = parse_plan({**plan_doc("smollm2-135m"), "name": "other", "rates": [0.25]}, source="test")
+    Session(other, out).save()  # meanwhile another run writes its session there
+    before = digest(out)
+    with pytest.raises(SessionError, match="different plan"):
+        cli._locked_session(checked, plan, None, str(out))
+    assert digest(out) == before and not lock_path(out).exists()
+    finished = write_session(tmp_path, "smollm2-135m", "s.json")  # now a finished session of this very plan
+    session = cli._locked_session(checked, plan, None, str(finished))
+    try:
+        assert session.status == "finished" and all(c["samples_done"] == 2 for c in session.cells.values())
+    finally:
+        session.release_lock()
+    assert not lock_path(out).exists()

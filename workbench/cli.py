@@ -234,6 +234,18 @@ def _session_for(plan, resume: str | None, out: str):
     return existing
 
 
+def _locked_session(checked, plan, resume: str | None, out: str):
+    """``out``'s lock taken, then the session read again under it: another run may have written the file
+    between the first look (``checked``) and now. Raises SessionLocked naming the holder."""
+    checked.acquire_lock(out)
+    try:
+        session = _session_for(plan, resume, out)
+        session.acquire_lock(out)  # a share of the same lock: this process holds it
+        return session
+    finally:
+        checked.release_lock()
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.samefile(b)
@@ -318,9 +330,7 @@ def headless(args) -> int:
         from workbench.preflight import preflight
 
         preflight(session.plan, source)
-        # Under the lock, look again: another run may have written the file since it was read.
-        session = _session_for(plan, resume, out)
-        session.acquire_lock(out)
+        session = _locked_session(session, plan, resume, out)
     except bad_input as err:
         _err(str(err))
         return EXIT_BAD_INPUT
