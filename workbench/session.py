@@ -4,8 +4,9 @@ Writes are atomic (temporary file in the same folder, fsync, rename; the file ke
 incremental: the runner saves after every sample, so a killed run loses at most the sample in
 flight and a rerun resumes where it stopped. One process writes a session file at a time
 (``session_lock``): a save takes the file's lock and holds it while the session is running; the CLI
-takes it explicitly for a whole run. Loading validates the whole document (``session_schema``). Error messages are scrubbed of secrets (values of *TOKEN*/*KEY*/*SECRET*
-environment variables) before they are stored.
+takes it explicitly for a whole run. Loading validates the whole document (``session_schema``).
+Error messages are scrubbed of secrets (values of *TOKEN*/*KEY*/*SECRET* environment variables)
+before they are stored.
 """
 
 from __future__ import annotations
