@@ -2,8 +2,12 @@
 
 Headless output: the comparison table (or JSON with --json) on stdout; progress and diagnostics
 on stderr. Exit codes: 0 all cells done (or unavailable, with their reason), 1 some cells failed
-or the run was cancelled, 2 bad input (unknown preset/method/dataset, malformed file, a model
-that cannot be loaded).
+or the run was cancelled, 2 bad input (unknown preset/method/dataset, malformed file, conflicting
+arguments, a plan this machine cannot run, a session file another run is writing, a model that
+cannot be loaded): one line naming the file and the field, never a traceback, and nothing written.
+
+``--out`` never replaces a file that is not this plan's session; one process writes a session file
+at a time (its lock, see workbench.session_lock).
 
 Only argparse is imported at start-up so `workbench --help` stays instant; the engine modules are
 imported when needed.
@@ -12,10 +16,24 @@ imported when needed.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _count(text: str) -> int:
+    """A positive whole number in ASCII digits ('²'.isdigit() is true, int('٣') is 3: both refused)."""
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _batch_size(text: str) -> int | str:
+    """ASCII digits as a number; anything else goes on to the plan, which names the field when it is wrong."""
+    return int(text) if re.fullmatch(r"[0-9]+", text) else text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,21 +48,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", metavar="NAME|PATH", help="run a shipped preset or a preset file headless")
     p.add_argument("--resume", metavar="SESSION", help="resume (or re-report) a saved session headless")
     p.add_argument("--out", metavar="FILE", help="session file to write (default: sessions/NAME-TIME.json); "
-                   "an existing file with the same plan is resumed")
+                   "an existing file is resumed when it holds this plan's session and never replaced otherwise")
     p.add_argument("--dry-run", action="store_true", help="print the resolved plan and the work it implies, then exit")
     p.add_argument("--device", help="override the plan's device: auto, cpu, cuda, cuda:N")
     p.add_argument("--dtype", help="override the plan's dtype: auto, float32, float16, bfloat16")
-    p.add_argument("--batch-size", metavar="N|auto", help="samples per forward pass where results do not change "
-                   "(baseline, shared-prefill presses); auto: as many as the GPU's free memory allows, 1 on a CPU")
-    p.add_argument("--samples", type=int, metavar="N", help="override the number of samples of every dataset")
+    p.add_argument("--batch-size", type=_batch_size, metavar="N|auto", help="samples per forward pass where results do "
+                   "not change (baseline, shared-prefill presses); auto: as many as the GPU's free memory allows, 1 on a CPU")
+    p.add_argument("--samples", type=_count, metavar="N", help="override the number of samples of every dataset")
     p.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
     p.add_argument("--list", choices=["presets", "methods", "datasets"], help="list what is available and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
 
+_HEADLESS_ONLY = ("out", "dry_run", "device", "dtype", "batch_size", "samples", "json")
+
+
+def _conflict(args) -> str | None:
+    """Arguments that would silently ignore one another; None when they fit together."""
+    def flag(name):
+        return "--" + name.replace("_", "-")
+
+    given = [n for n in _HEADLESS_ONLY if getattr(args, n) not in (None, False)]
+    if args.version or args.list:
+        others = [flag(n) for n in ("preset", "resume", *_HEADLESS_ONLY) if getattr(args, n) not in (None, False)]
+        others += ["SESSION"] if args.session else []
+        if args.version and args.list:
+            others.insert(0, "--list")
+        if others:
+            return f"{'--version' if args.version else '--list'} takes no other argument (got {', '.join(others)})"
+        return None
+    if args.preset and args.resume:
+        return ("--preset and --resume both name what to run: give one (--resume SESSION continues a session; "
+                "--preset SESSION --out NEW runs its plan afresh)")
+    if args.session and (args.preset or args.resume):
+        return (f"the session file {args.session} opens the app, {'--preset' if args.preset else '--resume'} runs headless: "
+                "give one (to run a session headless: --resume FILE)")
+    if not (args.preset or args.resume) and given:
+        return (f"{', '.join(flag(n) for n in given)} {'applies' if len(given) == 1 else 'apply'} to a headless run: "
+                "add --preset NAME|PATH or --resume SESSION")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse printed its one-line usage error (or the help)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
+    problem = _conflict(args)
+    if problem:
+        _err(problem)
+        return EXIT_BAD_INPUT
     if args.version:
         from workbench import __version__
 
@@ -58,16 +113,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _err(message: str) -> None:
-    print(f"workbench: {message}", file=sys.stderr)
+    # A file name from argv or a string from a JSON file may hold bytes the terminal cannot encode.
+    text = f"workbench: {message}\n"
+    encoding = getattr(sys.stderr, "encoding", None) or "utf-8"
+    sys.stderr.write(text.encode(encoding, "backslashreplace").decode(encoding, "replace"))
 
 
 def _open_app(session_path: str | None) -> int:
+    if session_path:  # a file the app cannot open is said here, before the terminal switches to the app
+        from workbench.session import Session, SessionError
+
+        try:
+            Session.load(session_path)
+        except SessionError as err:
+            hint = ""
+            if "field 'schema_version'" in str(err) and _looks_like_a_preset(session_path):
+                hint = f"; it looks like a preset: run it with workbench --preset {session_path}"
+            _err(f"{err}{hint}")
+            return EXIT_BAD_INPUT
     try:
         from screens.app import run_app
     except ImportError:
         _err("the terminal app is not part of this build yet; run a preset headless: workbench --preset quickstart")
         return EXIT_BAD_INPUT
     return run_app(session_path)
+
+
+def _looks_like_a_preset(path: str) -> bool:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and "schema_version" not in data and bool({"model", "methods", "datasets"} & set(data))
 
 
 def _list(what: str) -> int:
@@ -92,46 +171,86 @@ def _list(what: str) -> int:
 
 
 def _load(args):
-    """(plan or session, output path) from the arguments; raises the engine's input errors."""
-    from pathlib import Path
+    """(plan, source, resume path or None, output path) from the arguments; raises the engine's input errors.
 
-    from workbench.plan import load_preset
-    from workbench.session import Session, SessionError
+    Reads the preset or the session to resume; writes nothing."""
+    from workbench.plan import load_preset, parse_plan
+    from workbench.session import Session, SessionError, check_target
 
     if args.resume:
-        session = Session.load(args.resume)
-        plan = session.plan
+        plan, source = Session.load(args.resume).plan, args.resume
     else:
-        session = None
         plan = load_preset(args.preset)
-    overrides = {}
-    if args.device:
-        overrides["device"] = args.device
-    if args.dtype:
-        overrides["dtype"] = args.dtype
-    if args.batch_size:
-        overrides["batch_size"] = int(args.batch_size) if args.batch_size.isdigit() else args.batch_size
+        source = args.preset if args.preset.endswith(".json") or "/" in args.preset else f"preset {args.preset}"
+    overrides = {k: v for k, v in (("device", args.device), ("dtype", args.dtype), ("batch_size", args.batch_size))
+                 if v is not None}
     if overrides or args.samples:
-        from workbench.plan import parse_plan
-
+        if args.resume:
+            raise SessionError("--device/--dtype/--batch-size/--samples cannot change a session being resumed; "
+                               f"run its plan afresh instead: --preset {args.resume} --out NEW.json")
         data = plan.to_dict()
         data.update(overrides)
         if args.samples:
             for ds in data["datasets"]:
                 ds["samples"] = args.samples
-        plan = parse_plan(data, source="command line")
-        if session is not None:
-            raise SessionError("--device/--dtype/--batch-size/--samples cannot change a session being resumed; use --preset SESSION --out NEW")
-    out = args.out or (args.resume if args.resume else None)
-    if out is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = str(Path("sessions") / f"{plan.name}-{stamp}.json")
-    if session is None and Path(out).exists():
-        existing = Session.load(out)
-        if existing.plan.to_dict() != plan.to_dict():
-            raise SessionError(f"{out} holds a session of a different plan; choose another --out (or delete it)")
-        session = existing
-    return (session or plan), out
+        flags = [f"--{k.replace('_', '-')} {v}" for k, v in overrides.items()] + ([f"--samples {args.samples}"] if args.samples else [])
+        source = f"{source} with {' '.join(flags)}"
+        plan = parse_plan(data, source=source)
+    out = args.out or args.resume or str(Path("sessions") / f"{safe_stem(plan.name)}-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    check_target(out)
+    return plan, source, args.resume, out
+
+
+def safe_stem(name: str) -> str:
+    """A plan name as one file name: nothing that walks out of the sessions folder or hides the file."""
+    stem = re.sub(r"[^\w.+-]+", "_", name).strip("._") or "session"
+    return stem[:80]
+
+
+def _session_for(plan, resume: str | None, out: str):
+    """The session to run: the resumed one, this plan's session already at ``out``, or a new one.
+
+    Never adopts (and so never replaces) a file at ``out`` that is not this plan's session."""
+    from workbench.session import Session, SessionError
+
+    target = Path(out)
+    if resume:
+        session = Session.load(resume)
+        if target.exists() and not _same_file(target, Path(resume)):
+            raise SessionError(f"{out}: already exists; --resume {resume} --out FILE writes a new copy and never replaces "
+                               f"a file: choose a new --out (or continue that file itself with --resume {out})")
+        session.path = target
+        return session
+    if not target.exists():
+        return Session(plan, target)
+    try:
+        existing = Session.load(target)
+    except SessionError as err:
+        raise SessionError(f"{out}: exists and is not a usable workbench session ({err}); --out never replaces another "
+                           "file: choose another --out") from None
+    if existing.plan.to_dict() != plan.to_dict():
+        raise SessionError(f"{out}: holds a session of a different plan ({existing.plan.name}); --out never replaces it: "
+                           "choose another --out (or delete it)")
+    return existing
+
+
+def _locked_session(checked, plan, resume: str | None, out: str):
+    """``out``'s lock taken, then the session read again under it: another run may have written the file
+    between the first look (``checked``) and now. Raises SessionLocked naming the holder."""
+    checked.acquire_lock(out)
+    try:
+        session = _session_for(plan, resume, out)
+        session.acquire_lock(out)  # a share of the same lock: this process holds it
+        return session
+    finally:
+        checked.release_lock()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
 
 
 def _describe(plan) -> str:
@@ -196,26 +315,39 @@ class _Progress:
 
 
 def headless(args) -> int:
-    import json
-    import signal
-    import threading
-
     from workbench.datasets import DatasetError
     from workbench.models import ModelLoadError
     from workbench.plan import PlanError
     from workbench.session import SessionError
 
+    bad_input = (PlanError, SessionError, DatasetError, ModelLoadError)
     try:
-        target, out = _load(args)
-    except (PlanError, SessionError, DatasetError, ModelLoadError) as err:
+        plan, source, resume, out = _load(args)
+        session = _session_for(plan, resume, out)
+        if args.dry_run:
+            print(_describe(session.plan))
+            return EXIT_OK
+        from workbench.preflight import preflight
+
+        preflight(session.plan, source)
+        session = _locked_session(session, plan, resume, out)
+    except bad_input as err:
         _err(str(err))
         return EXIT_BAD_INPUT
-    plan = target.plan if hasattr(target, "plan") else target
-    if args.dry_run:
-        print(_describe(plan))
-        return EXIT_OK
+    try:
+        return _run(args, session, out)
+    finally:
+        session.release_lock()
+
+
+def _run(args, session, out: str) -> int:
+    import json
+    import signal
+    import threading
 
     from workbench import report, runner
+    from workbench.models import ModelLoadError
+    from workbench.session import SessionError
 
     cancel = threading.Event()
 
@@ -227,10 +359,13 @@ def headless(args) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        session = runner.run(target, _Progress(), cancel, out=out)
+        session = runner.run(session, _Progress(), cancel, out=out)
     except ModelLoadError as err:
         _err(str(err))
         return EXIT_BAD_INPUT
+    except SessionError as err:  # the file could not be written any more (disk full, folder removed)
+        _err(str(err))
+        return EXIT_FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
     if args.json:

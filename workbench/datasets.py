@@ -26,7 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "BUNDLED", "DatasetError", "DatasetInfo", "Document", "LMSample",
-    "context_text", "list_datasets", "lm_samples", "load_documents", "validate_dataset_spec",
+    "context_text", "count_tokens", "list_datasets", "lm_samples", "load_documents", "token_bound", "validate_dataset_spec",
 ]
 
 
@@ -327,6 +327,19 @@ def _token_stream(spec: str, tokenizer) -> array:
                 stream.extend(ids)
         _STREAMS[key] = stream
         return stream
+
+
+def count_tokens(spec: str, tokenizer) -> int:
+    """Tokens of the dataset's stream under ``tokenizer`` (as ``lm_samples`` cuts it; cached in-process)."""
+    return len(_token_stream(spec, tokenizer))
+
+
+def token_bound(spec: str) -> int:
+    """An upper bound on ``count_tokens`` for any tokenizer, without one: a token covers at least one byte
+    of text (byte-level BPE, SentencePiece with byte fallback, word-level), plus a margin per document for
+    a prefix-space token and the separator's tokens."""
+    docs = load_documents(spec)
+    return sum(len(d.text.encode("utf-8", "surrogatepass")) for d in docs) + 4 * len(docs)
 
 
 def lm_samples(spec: str, tokenizer, n_samples: int, context_tokens: int, continuation_tokens: int,

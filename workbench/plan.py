@@ -12,14 +12,18 @@ Vocabulary (one word per meaning, everywhere in the workbench):
 
 from __future__ import annotations
 
-import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 BASELINE_LABEL = "baseline"
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")  # ASCII digits: '²'.isdigit() is true
+MAX_NAME_CHARS = 120
+MAX_CELLS = 10_000  # a session keeps every cell in one JSON document, rewritten after every sample
 
 
 class PlanError(ValueError):
@@ -28,6 +32,7 @@ class PlanError(ValueError):
     def __init__(self, message: str, source: str | None = None, field_path: str | None = None):
         self.source = source
         self.field_path = field_path
+        self.message = message  # without the file and the field
         where = ""
         if source:
             where += f"{source}: "
@@ -162,30 +167,58 @@ def _as_int(value: Any, source, path, minimum: int = 1) -> int:
     return value
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _as_rate(value: Any, source, path) -> float:
-    _expect(
-        isinstance(value, (int, float)) and not isinstance(value, bool),
-        f"a rate is a number in (0, 1] (fraction of tokens kept), got {value!r}",
-        source,
-        path,
-    )
+    _expect(_is_number(value), f"a rate is a number in (0, 1] (fraction of tokens kept), got {value!r}", source, path)
     _expect(0 < value <= 1, f"a rate is the fraction of tokens kept and must be in (0, 1], got {value}", source, path)
     return float(value)
 
 
+# A sweep is a convenience for a list: more rates than this is a typo in 'step', not a plan.
+MAX_SWEEP_RATES = 1000
+# Smallest sweep step: cells are keyed by the rate to 6 significant digits, so finer steps would collide.
+MIN_SWEEP_STEP = 1e-6
+_SWEEP_TOLERANCE = 1e-9  # a step that lands on 'stop' within this (in steps) includes it
+
+
+def _sweep(value: dict, source, path) -> list[float]:
+    """Rates from start towards stop by step, never past stop; stop is included when a step lands on it."""
+    unknown = set(value) - {"start", "stop", "step"}
+    _expect(not unknown, f"unknown key(s) {sorted(unknown, key=str)} in a sweep; allowed: start, stop, step", source, path)
+    for key in ("start", "stop", "step"):
+        _expect(key in value, f"a sweep needs 'start', 'stop' and 'step'; '{key}' is missing", source, f"{path}.{key}")
+    start = _as_rate(value["start"], source, f"{path}.start")
+    stop = _as_rate(value["stop"], source, f"{path}.stop")
+    step = value["step"]
+    _expect(_is_number(step) and math.isfinite(step) and step > 0,
+            f"'step' is a positive number (the difference between two rates), got {step!r}", source, f"{path}.step")
+    _expect(step >= MIN_SWEEP_STEP, f"'step' must be at least {MIN_SWEEP_STEP:g}, got {step:g}", source, f"{path}.step")
+    steps = abs(stop - start) / step
+    _expect(steps < MAX_SWEEP_RATES, f"from {start:g} to {stop:g} by {step:g} makes {math.floor(steps + _SWEEP_TOLERANCE) + 1:,} "
+            f"rates; a sweep makes at most {MAX_SWEEP_RATES:,}: use a larger step", source, f"{path}.step")
+    n = math.floor(steps + _SWEEP_TOLERANCE) + 1
+    sign = -1 if stop < start else 1
+    rates = [round(start + sign * i * step, 6) for i in range(n)]
+    if abs(n - 1 - steps) <= _SWEEP_TOLERANCE * max(1.0, steps):
+        rates[-1] = stop  # the last step lands on stop: use stop exactly, not start + n·step's rounding
+    return rates
+
+
 def _parse_rates(value: Any, source, path) -> list[float]:
     if isinstance(value, dict):  # a sweep: {"start": 0.9, "stop": 0.1, "step": 0.1}
-        try:
-            start, stop, step = float(value["start"]), float(value["stop"]), float(value["step"])
-        except (KeyError, TypeError, ValueError):
-            raise PlanError("a sweep needs numeric 'start', 'stop' and 'step'", source, path) from None
-        _expect(step > 0, "'step' must be positive", source, path)
-        sign = -1 if stop < start else 1
-        n = int(round(abs(stop - start) / step)) + 1
-        value = [round(start + sign * i * step, 6) for i in range(n)]
-    _expect(isinstance(value, list) and value, "expected a non-empty list of rates", source, path)
+        value = _sweep(value, source, path)
+    _expect(isinstance(value, list) and value, "expected a non-empty list of rates or a sweep {start, stop, step}", source, path)
     rates = [_as_rate(v, source, f"{path}[{i}]") for i, v in enumerate(value)]
-    _expect(len(set(rates)) == len(rates), "rates must not repeat", source, path)
+    seen: dict[str, int] = {}
+    for i, r in enumerate(rates):
+        key = f"{r:g}"  # what names the rate's cell
+        if key in seen:
+            same = "" if rates[seen[key]] == r else f" ({rates[seen[key]]!r} and {r!r} agree to 6 significant digits)"
+            raise PlanError(f"rates must not repeat: {r:g} is also {path}[{seen[key]}]{same}", source, f"{path}[{i}]")
+        seen[key] = i
     return rates
 
 
@@ -201,7 +234,7 @@ def _parse_dataset(value: Any, source, path) -> DatasetSpec:
     _expect(isinstance(name, str) and name, "missing dataset 'name'", source, f"{path}.name")
     try:
         ds_mod.validate_dataset_spec(name)
-    except ValueError as err:
+    except (ValueError, OSError) as err:  # OSError: a path the file system refuses (too long, no permission)
         raise PlanError(str(err), source, f"{path}.name") from None
     samples = _as_int(value.get("samples", 4), source, f"{path}.samples")
     seed = _as_int(value.get("seed", 0), source, f"{path}.seed", minimum=0)
@@ -220,7 +253,8 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     from workbench.protocols import ALIASES, PROTOCOLS
 
     name = value.get("name", "context-continuation")
-    name = ALIASES.get(name, name) if isinstance(name, str) else name
+    _expect(isinstance(name, str), f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}", source, f"{path}.name")
+    name = ALIASES.get(name, name)
     _expect(name in PROTOCOLS, f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}", source, f"{path}.name")
     spec = ProtocolSpec(
         name=name,
@@ -269,6 +303,7 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
     name = value.get("name")
     _expect(isinstance(name, str) and name, "missing method 'name'", source, f"{path}.name")
     family = value.get("family")
+    _expect(family is None or isinstance(family, str), f"expected \"kv\" or \"prompt\", got {family!r}", source, f"{path}.family")
     try:
         info = registry.lookup(name, family)
     except KeyError as err:
@@ -293,7 +328,8 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
     elif rates is not None:
         rates = _parse_rates(rates, source, f"{path}.rates")
     label = value.get("label") or default_label(info.name, info.family)
-    _expect(isinstance(label, str) and label != BASELINE_LABEL, f"label {label!r} is reserved", source, f"{path}.label")
+    _expect(isinstance(label, str), f"a label is a string, got {label!r}", source, f"{path}.label")
+    _expect(label != BASELINE_LABEL, f"label {label!r} is reserved", source, f"{path}.label")
     return MethodSpec(name=info.name, family=info.family, label=label, params=params, rates=rates)
 
 
@@ -303,7 +339,7 @@ _TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "pro
 
 def parse_plan(data: Any, source: str | None = None) -> Plan:
     """Validate a plan or preset document and return it fully resolved. Raises PlanError."""
-    _expect(isinstance(data, dict), "a preset is a JSON object", source, "(top level)")
+    _expect(isinstance(data, dict), "a plan (a preset) is a JSON object", source, "(top level)")
     unknown = set(data) - _TOP_KEYS
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}", source, "(top level)")
     model = data.get("model", "smollm2-135m")
@@ -315,12 +351,12 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
 
     try:
         classify_model_spec(model)
-    except ModelLoadError as err:
+    except (ModelLoadError, OSError, ValueError) as err:  # OSError/ValueError: a path the file system refuses
         raise PlanError(str(err), source, "model") from None
     device, dtype = data.get("device", "auto"), data.get("dtype", "auto")
-    _expect(device == "auto" or device in ("cpu", "cuda", "mps") or str(device).startswith("cuda:"),
+    _expect(isinstance(device, str) and DEVICE_PATTERN.fullmatch(device) is not None,
             f"unknown device {device!r} (auto, cpu, cuda, cuda:N, mps)", source, "device")
-    _expect(dtype in ("auto", "float32", "float16", "bfloat16"), f"unknown dtype {dtype!r} (auto, float32, float16, bfloat16)", source, "dtype")
+    _expect(isinstance(dtype, str) and dtype in DTYPES, f"unknown dtype {dtype!r} (auto, float32, float16, bfloat16)", source, "dtype")
 
     datasets = data.get("datasets", ["wikitext2"])
     _expect(isinstance(datasets, list) and datasets, "expected a non-empty list of datasets", source, "datasets")
@@ -346,7 +382,11 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         from workbench import tasks
 
         for i, ds in enumerate(ds_specs):
-            _expect(tasks.task_for_dataset(ds.name) is not None,
+            try:  # a local .jsonl or hf: dataset is read to see whether it holds questions and answers
+                task = tasks.task_for_dataset(ds.name)
+            except (ValueError, OSError) as err:  # DatasetError is a ValueError
+                raise PlanError(str(err), source, f"datasets[{i}].name") from None
+            _expect(task is not None,
                     f"{ds.name} has no task (task datasets: gsm8k, paulgraham (needle), meetingbank, QA files with context/question/answers)",
                     source, f"datasets[{i}].name")
 
@@ -356,9 +396,12 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
     _expect(batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= 256),
             f"expected \"auto\" or a whole number from 1 to 256, got {batch_size!r}", source, "batch_size")
     name = data.get("name") or (Path(source).stem if source else "session")
-    return Plan(
-        name=str(name),
-        description=str(data.get("description", "")),
+    _check_name(name, source)
+    description = data.get("description", "")
+    _expect(isinstance(description, str), f"expected a string, got {description!r}", source, "description")
+    plan = Plan(
+        name=name,
+        description=description,
         model=model.strip(),
         device=device,
         dtype=dtype,
@@ -369,6 +412,29 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         shared_prefill=shared,
         batch_size=batch_size,
     )
+    _check_grid(plan, source)
+    return plan
+
+
+def _check_name(name: Any, source) -> None:
+    """A plan's name becomes its session's default file name: it must stay one file in one folder."""
+    _expect(isinstance(name, str), f"a name is a string, got {name!r}", source, "name")
+    _expect(len(name) <= MAX_NAME_CHARS, f"at most {MAX_NAME_CHARS} characters, got {len(name)}", source, "name")
+    bad = sorted({c for c in name if c in "/\\" or not c.isprintable()})
+    _expect(not bad, f"the name becomes a file name: it cannot contain {', '.join(repr(c) for c in bad)}", source, "name")
+    _expect(not name.startswith("."), "the name becomes a file name: it cannot start with '.'", source, "name")
+
+
+def _check_grid(plan: "Plan", source) -> None:
+    cells = plan.cells()
+    _expect(len(cells) <= MAX_CELLS, f"the grid has {len(cells):,} cells (datasets × methods × rates); at most {MAX_CELLS:,} "
+            "in one session: fewer rates, methods or datasets", source, "rates")
+    keys: dict[str, CellSpec] = {}
+    for cell in cells:
+        # Two cells with one key would share one record: only odd labels or dataset names can do that.
+        _expect(cell.key not in keys, f"two cells would share the key {cell.key!r}; give a method a distinct \"label\"",
+                source, "methods")
+        keys[cell.key] = cell
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,20 +455,24 @@ def _preset_dir():
 
 def load_preset(name_or_path: str) -> Plan:
     """A shipped preset by name, or a JSON file by path. Raises PlanError naming the file and field."""
+    from workbench import jsonio
+
     path = Path(name_or_path)
-    if name_or_path.endswith(".json") or path.exists():
-        if not path.is_file():
-            raise PlanError(f"no such preset file: {name_or_path}")
-        text, source = path.read_text(encoding="utf-8"), str(path)
-    else:
-        entry = _preset_dir() / f"{name_or_path}.json"
-        if not entry.is_file():
-            raise PlanError(f"no preset named {name_or_path!r}; shipped presets: {', '.join(preset_names())}")
-        text, source = entry.read_text(encoding="utf-8"), f"preset {name_or_path}"
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise PlanError(f"not valid JSON: {err.msg} at line {err.lineno}, column {err.colno}", source) from None
+        local = name_or_path.endswith(".json") or "/" in name_or_path or path.exists()
+    except OSError:  # a name the file system refuses (too long): it is no shipped preset either
+        local = True
+    try:
+        if local:
+            data, source = jsonio.read_json(path, "preset file"), str(path)
+        else:
+            entry = _preset_dir() / f"{name_or_path}.json"
+            if not entry.is_file():
+                raise PlanError(f"no preset named {name_or_path!r}; shipped presets: {', '.join(preset_names())}")
+            source = f"preset {name_or_path}"
+            data = jsonio.parse(entry.read_text(encoding="utf-8"), source)
+    except jsonio.InputFileError as err:
+        raise PlanError(str(err)) from None
     if isinstance(data, dict) and "plan" in data and "schema_version" in data:
         data = data["plan"]  # a saved session can serve as a preset: its plan is reused
     return parse_plan(data, source=source)

@@ -1,9 +1,12 @@
 """Session ⇄ JSON: one document holding the resolved plan and one record per cell.
 
-Writes are atomic (temporary file in the same folder, fsync, rename) and incremental: the runner
-saves after every sample, so a killed run loses at most the sample in flight and a rerun resumes
-where it stopped. Error messages are scrubbed of secrets (values of *TOKEN*/*KEY*/*SECRET*
-environment variables) before they are stored.
+Writes are atomic (temporary file in the same folder, fsync, rename; the file keeps its mode) and
+incremental: the runner saves after every sample, so a killed run loses at most the sample in
+flight and a rerun resumes where it stopped. One process writes a session file at a time
+(``session_lock``): a save takes the file's lock and holds it while the session is running; the CLI
+takes it explicitly for a whole run. Loading validates the whole document (``session_schema``).
+Error messages are scrubbed of secrets (values of *TOKEN*/*KEY*/*SECRET* environment variables)
+before they are stored.
 """
 
 from __future__ import annotations
@@ -11,20 +14,19 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from workbench import __version__, metrics
+from workbench import __version__, jsonio, metrics, session_schema
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan, PlanError, parse_plan
-from workbench.secrets import scrub  # noqa: F401 - re-exported: the session's writers scrub through it
+from workbench.secrets import scrub
+from workbench.session_lock import SessionLock, SessionLocked, acquire_session_lock
+from workbench.session_schema import CELL_STATUSES, SCHEMA_VERSION, SessionError
 
-SCHEMA_VERSION = 1
-CELL_STATUSES = ("pending", "running", "done", "error", "unavailable", "cancelled")
-
-
-class SessionError(ValueError):
-    """A session file that cannot be used; the message names the file and the field."""
+__all__ = ["CELL_STATUSES", "SCHEMA_VERSION", "Session", "SessionError", "SessionLocked", "check_target", "new_cell",
+           "now", "scrub"]
 
 
 def now() -> str:
@@ -149,98 +151,161 @@ class Session:
         }
 
     def save(self, path: str | os.PathLike | None = None) -> Path:
-        """Write atomically: a reader (or a crash) sees the old file or the new one, never half of one."""
+        """Write atomically: a reader (or a crash) sees the old file or the new one, never half of one.
+
+        Takes the file's lock first (SessionLocked if another process writes it) and keeps it while the
+        session is running, or until ``release_lock`` when it was taken with ``acquire_lock``."""
         target = Path(path) if path else self.path
         if target is None:
             raise SessionError("no path to save the session to")
+        self._lock_for(target)
         self.path = target
         self.updated_at = now()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        try:  # make the rename itself durable
-            dir_fd = os.open(target.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+            _write_atomically(target, json.dumps(self.to_dict(), indent=1, allow_nan=False, default=_json_default))
+        finally:
+            if not self._lock_explicit and self.status != "running":
+                self.release_lock()
         return target
+
+    # -- the writer's lock -----------------------------------------------------------------------
+
+    _lock: SessionLock | None = None
+    _lock_explicit = False
+
+    def acquire_lock(self, path: str | os.PathLike | None = None) -> None:
+        """Hold the lock of ``path`` (default: the session's path) until ``release_lock``.
+
+        Raises SessionLocked naming the holder's pid, or SessionError when the folder cannot be written."""
+        target = Path(path) if path else self.path
+        if target is None:
+            raise SessionError("no path to lock the session at")
+        self._lock_for(target)
+        self._lock_explicit = True
+
+    def release_lock(self) -> None:
+        lock, self._lock, self._lock_explicit = self._lock, None, False
+        if lock is not None:
+            lock.release(owner=self)
+
+    def _lock_for(self, target: Path) -> None:
+        try:  # the lock file lives beside the session: its folder first (save() has always made it)
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise SessionError(f"{target}: cannot make its folder {target.parent} ({err.strerror or err})") from None
+        lock = acquire_session_lock(target, owner=self)
+        if self._lock is not lock:
+            self.release_lock()
+            self._lock = lock
+
+    # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Session":
+        """The session saved at ``path``, validated in full. Raises SessionError naming the file and field."""
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise SessionError(f"{path}: no such session file") from None
-        except json.JSONDecodeError as err:
-            raise SessionError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+            data = jsonio.read_json(path, "session file")
+        except jsonio.InputFileError as err:
+            raise SessionError(str(err)) from None
         return cls.from_dict(data, str(path), path)
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "session", path: Path | None = None) -> "Session":
+        """A session from its JSON document; raises SessionError (only) for anything it cannot use."""
+        try:
+            jsonio.check_tree(data, source)
+        except jsonio.InputFileError as err:
+            raise SessionError(str(err)) from None
         data = migrate(data, source)
         try:
             plan = parse_plan(data["plan"], source=source)
         except PlanError as err:
-            raise SessionError(f"{source}: field 'plan': {err}") from None
+            field = "plan" if err.field_path in (None, "(top level)") else f"plan.{err.field_path}"
+            raise SessionError(f"{source}: field '{field}': {err.message}") from None
         session = cls(plan, path, data.get("environment") or {})
-        session.created_at = _field(data, "created_at", str, source)
-        session.updated_at = data.get("updated_at", session.created_at)
-        session.workbench_version = _field(data, "workbench_version", str, source)
+        session_schema.check_cells(data["cells"], session.cells, source)
+        session.created_at = data["created_at"]
+        session.updated_at = data.get("updated_at") or session.created_at
+        session.workbench_version = data["workbench_version"]
         session.status = data.get("status", "pending")
-        cells = _field(data, "cells", list, source)
-        for i, cell in enumerate(cells):
-            where = f"cells[{i}]"
-            if not isinstance(cell, dict):
-                raise SessionError(f"{source}: field '{where}': expected an object")
-            for name, kind in (("key", str), ("status", str), ("samples", list)):
-                if not isinstance(cell.get(name), kind):
-                    raise SessionError(f"{source}: field '{where}.{name}': expected {kind.__name__}")
-            if cell["status"] not in CELL_STATUSES:
-                raise SessionError(f"{source}: field '{where}.status': unknown status {cell['status']!r}")
-            if cell["key"] not in session.cells:
-                raise SessionError(f"{source}: field '{where}.key': {cell['key']!r} is not a cell of the session's plan")
-            for j, s in enumerate(cell["samples"]):
-                scored = isinstance(s, dict) and isinstance(s.get("n_tokens"), int) and (
-                    s["n_tokens"] == 0 or isinstance(s.get("nll_sum"), (int, float)))
-                task = isinstance(s, dict) and (s.get("score") is None or isinstance(s.get("score"), (int, float)))
-                if not (isinstance(s, dict) and isinstance(s.get("sample_id"), str) and scored and task):
-                    raise SessionError(f"{source}: field '{where}.samples[{j}]': needs sample_id, n_tokens with nll_sum, or a score")
+        for cell in data["cells"]:
             session.cells[cell["key"]].update(cell)
+        for key in session.cells:  # figures come from the samples, never from what the file says they were
+            session.refresh(key)
         return session
 
 
-def _field(data: dict, name: str, kind: type, source: str):
-    if not isinstance(data.get(name), kind):
-        raise SessionError(f"{source}: field '{name}': expected {kind.__name__}")
-    return data[name]
-
-
 def migrate(data: Any, source: str) -> dict:
-    """Bring an older session document to the current schema (there is one schema so far)."""
-    if not isinstance(data, dict):
-        raise SessionError(f"{source}: a session is a JSON object")
-    version = data.get("schema_version")
-    if not isinstance(version, int):
-        raise SessionError(f"{source}: field 'schema_version': missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise SessionError(f"{source}: field 'schema_version': {version} is newer than this workbench understands "
-                           f"({SCHEMA_VERSION}); upgrade the workbench")
-    if "plan" not in data:
-        raise SessionError(f"{source}: field 'plan': missing")
+    """Check the document's top level and bring an older schema to the current one (one schema so far)."""
+    session_schema.check_header(data, source)
     return data
+
+
+def check_target(path: str | os.PathLike) -> None:
+    """Refuse a session path that cannot be written: a folder, or a parent that is a file or read-only.
+
+    Raises SessionError naming the path. (Whether an existing file may be replaced is the caller's rule.)"""
+    target = Path(path)
+    try:
+        if target.is_dir():
+            raise SessionError(f"{target}: is a folder; a session is written to a file (e.g. {target / 'session.json'})")
+        folder = target.parent
+        while not folder.exists():  # save() creates missing folders: the nearest existing one must allow it
+            folder = folder.parent
+    except OSError as err:
+        raise SessionError(f"{target}: cannot be used as a session file ({err.strerror or err})") from None
+    if not folder.is_dir():
+        raise SessionError(f"{target}: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise SessionError(f"{target}: cannot write in the folder {folder} (permission denied)")
+
+
+def _write_atomically(target: Path, text: str) -> None:
+    """Temporary file beside ``target``, fsync, rename; the target keeps its mode (a new one: the umask's)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as err:
+        raise SessionError(f"{target}: cannot write the session ({err.strerror or err})") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600 files
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise SessionError(f"{target}: cannot write the session ({err.strerror or err})") from None
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _json_default(value):

@@ -58,11 +58,16 @@ def classify_model_spec(spec: str) -> str:
         return "embedded"
     path = pathlib.Path(text).expanduser()
     looks_local = text.startswith(("/", "./", "../", "~", ".\\")) or text.lower().endswith(".gguf")
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    try:
+        is_file, is_dir, exists = path.is_file(), path.is_dir() and (path / "config.json").is_file(), path.exists()
+    except OSError as err:  # a name too long for the file system, say
+        raise ModelLoadError(f"'{text[:200]}' cannot be a model path here ({err.strerror or err}): pass a hub id, a local "
+                             "folder, a .gguf file or one of the embedded models.") from None
+    if is_file and path.suffix.lower() == ".gguf":
         return "gguf"
-    if path.is_dir() and (path / "config.json").is_file():
+    if is_dir:
         return "folder"
-    if path.exists():
+    if exists:
         raise ModelLoadError(
             f"'{text}' is neither a .gguf file nor a folder with config.json: pass a .gguf file or the Hugging Face "
             "model folder that holds config.json, the weights and the tokenizer files.")
