@@ -3,7 +3,8 @@
 1. Baseline evaluation throughput through the real runner (samples drawn, prefill + continuation,
    session written after every sample) as a ratio to a bare ``model(input_ids)`` loop over the same
    tokens. Target ≥ 0.9.
-2. ``workbench --help`` wall time (target < 0.5 s) and whether torch got imported (it must not).
+2. ``workbench --help`` and ``workbench --dry-run --preset quickstart`` wall times (target < 0.5 s each) and
+   whether torch got imported (it must not).
 
 Usage: python benchmarks/bench_engine.py [--model smollm2-135m] [--samples 8] [--context 1024] [--continuation 128]
 """
@@ -19,13 +20,15 @@ import time
 from pathlib import Path
 
 
-def bench_help(repeats: int = 7) -> tuple[float, bool]:
+def bench_command(args: list[str], repeats: int = 7) -> tuple[float, bool]:
+    """Median wall time of `workbench ARGS` in a fresh process, and whether torch got imported."""
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "workbench", "--help"], capture_output=True, check=True)
+        subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, check=True)
         times.append(time.perf_counter() - start)
-    probe = "import sys, runpy; sys.argv=['workbench','--help']\ntry:\n runpy.run_module('workbench', run_name='__main__')\nexcept SystemExit: pass\nprint('torch' in sys.modules, file=sys.stderr)"
+    probe = (f"import sys, runpy; sys.argv=['workbench', *{args!r}]\ntry:\n runpy.run_module('workbench', run_name='__main__')\n"
+             "except SystemExit: pass\nprint('torch' in sys.modules, file=sys.stderr)")
     imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stderr.strip().endswith("True")
     return statistics.median(times), imported
 
@@ -82,13 +85,17 @@ def main() -> None:
     p.add_argument("--continuation", type=int, default=128)
     args = p.parse_args()
 
-    help_s, torch_loaded = bench_help()
+    help_s, torch_loaded = bench_command(["--help"])
+    dry_s, dry_torch = bench_command(["--dry-run", "--preset", "quickstart"])
     tp = bench_throughput(args.model, args.samples, args.context, args.continuation, args.device)
     rows = [
         ("baseline throughput, bare model loop", f"{tp['bare_tps']:,.0f} tok/s", "", ""),
         ("baseline throughput, workbench runner", f"{tp['engine_tps']:,.0f} tok/s", f"{tp['ratio']:.3f}", "≥ 0.9"),
         ("`workbench --help` wall time", f"{help_s * 1000:.0f} ms", f"{help_s / 0.5:.2f} of target", "< 500 ms"),
         ("torch imported by --help", "yes" if torch_loaded else "no", "", "no"),
+        ("`workbench --dry-run --preset quickstart` wall time", f"{dry_s * 1000:.0f} ms", f"{dry_s / help_s:.2f} of --help",
+         "< 500 ms"),
+        ("torch imported by --dry-run", "yes" if dry_torch else "no", "", "no"),
     ]
     print(f"model {args.model}, {args.samples} samples × ({args.context} + {args.continuation}) tokens, best of 3\n")
     widths = [max(len(r[i]) for r in rows + [("measure", "value", "ratio", "target")]) for i in range(4)]

