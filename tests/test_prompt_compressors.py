@@ -125,20 +125,42 @@ def test_selective_context_beats_random_on_quickstart_samples(smollm2):
 
 @embedded
 @pytest.mark.embedded
-def test_llmlingua1_cells_meet_the_rate_or_say_why(smollm2, embedded_cache_dir, tmp_path, monkeypatch):
-    """LLMLingua-1 through the real runner on the embedded model: within 0.05 of the rate, or the cell's reason
-    explains the miss (llmlingua leaves its last short window uncompressed)."""
+def test_llmlingua1_cells_miss_the_rate_only_by_the_uncompressed_last_window(smollm2, embedded_cache_dir, tmp_path, monkeypatch):
+    """LLMLingua-1 through the real runner on the embedded model, 384-token contexts: llmlingua compresses whole
+    windows of 200 tokens and leaves the last 184 as they are, so the cells miss the rate and their note says so.
+    Check that the note is true: the last window is in the output verbatim, and the compressed windows keep the
+    rate (on average over the samples: llmlingua cuts the first window at a loss threshold taken over the whole
+    text, so one window keeps the rate ± 0.1 depending on where the hard tokens are)."""
     from workbench import runner
     from workbench.plan import parse_plan
 
     monkeypatch.setenv("WORKBENCH_CACHE", str(embedded_cache_dir))  # the session's already de-quantised copy
+    context, window = 384, 200
     plan = parse_plan({"name": "ll1", "model": "smollm2-135m", "device": "cpu", "dtype": "float32",
-                       "datasets": [{"name": "wikitext2", "samples": 2}],
-                       "protocol": {"context_tokens": 384, "continuation_tokens": 16}, "rates": [0.3, 0.7], "methods": ["llmlingua-1"]})
+                       "datasets": [{"name": "wikitext2", "samples": 3}],
+                       "protocol": {"context_tokens": context, "continuation_tokens": 16}, "rates": [0.3, 0.7],
+                       "methods": ["llmlingua-1"]})
     session = runner.run(plan, out=str(tmp_path / "s.json"))
-    for cell in session.cells.values():
-        assert cell["status"] == "done", cell["error"]
-        if cell["method"] == "llmlingua-1":
-            assert abs(cell["kept_fraction"] - cell["rate"]) <= 0.05 or "last window" in (cell["reason"] or ""), cell
-            assert cell["examples"] and cell["examples"][0]["dropped"]
-            assert cell["compression_seconds"] > 0 and cell["load_seconds"] is not None
+    tok = smollm2.tokenizer
+    cells = [c for c in session.cells.values() if c["method"] == "llmlingua-1"]
+    assert len(cells) == 2 and all(c["status"] == "done" for c in session.cells.values())
+    for cell in cells:
+        rate = cell["rate"]
+        examples = {e["sample_id"]: e for e in cell["examples"]}
+        assert len(cell["samples"]) == len(examples) == 3
+        head_fractions = []
+        for record in cell["samples"]:
+            example = examples[record["sample_id"]]
+            ids = tok(example["original"], add_special_tokens=False)["input_ids"]
+            compressed = len(tok(example["compressed"], add_special_tokens=False)["input_ids"])
+            assert compressed == record["compressed_tokens"] and record["kept_fraction"] == compressed / context
+            full = len(ids) // window * window
+            tail = tok.decode(ids[full:], clean_up_tokenization_spaces=False)
+            assert len(ids) - full > 0.05 * context  # a last window large enough to explain a miss ...
+            assert example["compressed"].endswith(tail)  # ... and it really is left as it was
+            head_fractions.append((compressed - (len(ids) - full)) / full)
+            missed = abs(record["kept_fraction"] - rate) > 0.05
+            assert missed == bool(record.get("note")) and (not missed or "last window" in record["note"]), record
+        assert abs(sum(head_fractions) / len(head_fractions) - rate) <= 0.06, (rate, head_fractions)
+        assert "last window" in cell["reason"]
+        assert cell["examples"][0]["dropped"] and cell["compression_seconds"] > 0 and cell["load_seconds"] is not None
