@@ -6,8 +6,10 @@
 # text at the same rate with the same model (SmolLM2-135M-Instruct), and compares the two outputs with each other
 # and with the pinned expected output in tests/data/llmlingua1_pinned.json.
 #
-#   scripts/check_llmlingua_reference.sh [--update-pin] [WORKDIR]
+#   scripts/check_llmlingua_reference.sh [--update-pin] [--pin FILE] [WORKDIR]
 #
+# --pin FILE names the pinned case to check (default tests/data/llmlingua1_pinned.json; the longer case, which
+# carries llmlingua's KV cache across windows, is tests/data/llmlingua1_pinned_long.json).
 # WORKDIR (default /tmp/llmlingua-reference) holds everything this creates; nothing is written into the
 # repository except, with --update-pin, the pinned file (rewritten from the reference output). Re-running reuses
 # the virtual environment and the exported model. Environment overrides: NEW_PYTHON (the project's Python with
@@ -26,11 +28,17 @@
 set -euo pipefail
 
 UPDATE_PIN=0
-if [[ "${1:-}" == "--update-pin" ]]; then UPDATE_PIN=1; shift; fi
-WORK=$(realpath -m "${1:-/tmp/llmlingua-reference}")
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-NEW_PYTHON=${NEW_PYTHON:-$REPO/.venv/bin/python}
 PINNED=$REPO/tests/data/llmlingua1_pinned.json
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --update-pin) UPDATE_PIN=1; shift ;;
+        --pin) PINNED=$(realpath -m "$2"); shift 2 ;;
+        *) break ;;
+    esac
+done
+WORK=$(realpath -m "${1:-/tmp/llmlingua-reference}")
+NEW_PYTHON=${NEW_PYTHON:-$REPO/.venv/bin/python}
 OLD_VENV=$WORK/venv-tf444
 MODEL_DIR=$WORK/smollm2-135m-hf
 mkdir -p "$WORK"

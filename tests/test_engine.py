@@ -175,6 +175,46 @@ def test_failing_method_is_recorded_and_others_go_on(tiny_llama_dir, tmp_path):
     assert session.status == "finished"
 
 
+def test_method_crashing_mid_run_is_an_error_and_keeps_its_finished_samples(tiny_llama_dir, tmp_path, monkeypatch):
+    """An ordinary exception inside a press, after a sample of it succeeded: its cells are 'error' (a bug to look
+    at, not 'unavailable' here), the finished sample stays, the other methods finish, and the file says the same."""
+    import kvpress
+
+    real_score = kvpress.KnormPress.score
+    first_layer_calls = []
+
+    def score_failing_on_second_sample(self, module, *args, **kwargs):
+        if module.layer_idx == 0:
+            first_layer_calls.append(1)
+        if len(first_layer_calls) == 2:  # one prefill per sample on the shared path: this is sample 2
+            raise ValueError("injected: scores are not finite")
+        return real_score(self, module, *args, **kwargs)
+
+    monkeypatch.setattr(kvpress.KnormPress, "score", score_failing_on_second_sample)
+    out = tmp_path / "s.json"
+    plan = parse_plan(tiny_plan(tiny_llama_dir, methods=["knorm", "streaming-llm"], rates=[0.75, 0.5]))
+    session = runner.run(plan, out=str(out))
+    assert session.status == "finished"  # every cell reached an end state; the failed ones are listed
+    on_disk = {c["key"]: c for c in json.loads(out.read_text())["cells"]}
+    for cells in (session.cells, on_disk):
+        knorm = [c for c in cells.values() if c["method"] == "knorm"]
+        assert len(knorm) == 2
+        for cell in knorm:
+            assert cell["status"] == "error", cell
+            assert "ValueError: injected: scores are not finite" in cell["error"] and "score_failing_on_second_sample" in cell["error"]
+            assert cell["samples_done"] == 1 and [s["sample_id"] for s in cell["samples"]] == [plan_sample_ids(session)[0]]
+            assert math.isfinite(cell["ppl"])  # computed from the sample it finished
+        others = [c for c in cells.values() if c["method"] != "knorm"]
+        assert len(others) == 3 and all(c["status"] == "done" and c["samples_done"] == 3 for c in others)
+    assert [c["key"] for c in session.failed_cells()] == [c["key"] for c in on_disk.values() if c["status"] == "error"]
+
+
+def plan_sample_ids(session) -> list[str]:
+    """The dataset's sample ids in run order, from the baseline cell."""
+    base = next(c for c in session.cells.values() if c["method"] == "baseline")
+    return [s["sample_id"] for s in base["samples"]]
+
+
 def test_chunked_protocol_compresses_to_rate(tiny_llama_dir, tmp_path):
     plan = parse_plan(tiny_plan(tiny_llama_dir, protocol={"name": "chunked", "context_tokens": 64, "continuation_tokens": 31, "chunk_size": 16},
                                 methods=["knorm", "adakv"], rates=[0.5]))

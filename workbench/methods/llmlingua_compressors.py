@@ -200,8 +200,12 @@ def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]]
 class _CausalLMLingua(PromptCompressor):
     """What LLMLingua-1 and LongLLMLingua share: a causal scoring model (loaded here or reused) behind llmlingua."""
 
+    # Measured on WikiText-2 with the embedded model: 384-token contexts keep 0.60-0.69 at rate 0.3 (the last 184
+    # tokens are never compressed); 800-token contexts (four whole windows) keep 0.43-0.45 at rate 0.5.
     rate_caveat = ("llmlingua budgets in windows of iterative_size tokens and leaves a last window shorter than that "
-                   "uncompressed; its budget is also counted before the kept fragments are re-tokenized")
+                   "uncompressed (more kept); from the second window on its loss threshold also counts the tokens it "
+                   "already kept, which keeps fewer than the rate; its budget is counted before the kept fragments "
+                   "are re-tokenized")
 
     def __init__(self, **params):
         super().__init__(**params)
