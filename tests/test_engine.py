@@ -288,3 +288,44 @@ def test_dms_runs_only_without_eager_attention(tiny_llama_dir, tmp_path):
     session = runner.run(plan, out=str(tmp_path / "s.json"))
     (cell,) = [c for c in session.cells.values() if c["method"] == "dms"]
     assert cell["status"] == "error" and "eager" in cell["error"]
+
+
+def test_a_model_that_cannot_load_writes_no_session_and_leaves_an_existing_one_untouched(tiny_llama_dir, tmp_path):
+    """Nothing is written before the backend loads, so fixing the model and running again starts cleanly."""
+    from workbench.models import ModelLoadError
+
+    def broken(plan):
+        raise ModelLoadError("the model could not be loaded (test)")
+
+    plan = parse_plan(tiny_plan(tiny_llama_dir))
+    fresh = tmp_path / "fresh.json"
+    with pytest.raises(ModelLoadError):
+        runner.run(plan, out=str(fresh), backend_loader=broken)
+    assert not fresh.exists()
+
+    cancel = threading.Event()
+    partial = tmp_path / "partial.json"
+
+    def stop_after_first_sample(event):
+        if event.kind == "progress":
+            cancel.set()
+
+    runner.run(parse_plan(tiny_plan(tiny_llama_dir)), stop_after_first_sample, cancel, out=str(partial))
+    before = partial.read_bytes()
+    with pytest.raises(ModelLoadError):
+        runner.run(Session.load(partial), backend_loader=broken)
+    assert partial.read_bytes() == before
+
+
+def test_re_reporting_a_finished_session_keeps_its_environment(tiny_llama_dir, tmp_path):
+    path = tmp_path / "done.json"
+    runner.run(parse_plan(tiny_plan(tiny_llama_dir)), out=str(path))
+    environment = json.loads(path.read_text())["environment"]
+    assert environment.get("model")  # what the run was measured on
+
+    def no_backend(plan):
+        raise AssertionError("a finished session must not load the model")
+
+    again = runner.run(Session.load(path), backend_loader=no_backend)
+    assert again.status == "finished"
+    assert json.loads(path.read_text())["environment"] == environment

@@ -36,20 +36,29 @@ def hub_reachable() -> bool:
 
 @contextlib.contextmanager
 def offline_unless_hub_reachable():
-    """Within the block, an unreachable hub means local-cache-only: a press or compressor that needs hub
-    artefacts then fails in milliseconds (or loads them from the cache) instead of ~70 s of retries.
-    huggingface_hub reads this flag at call time, transformers through huggingface_hub."""
+    """Within the block, an unreachable hub means local-cache-only: a press, compressor or dataset that needs the
+    hub then fails in milliseconds (or loads from the cache) instead of ~70 s of retries. huggingface_hub and
+    `datasets` read their offline flags once, at import, so the flags are set on the modules for the block."""
     if hub_reachable():
         yield
         return
     import huggingface_hub.constants as hub_constants
 
-    previous = hub_constants.HF_HUB_OFFLINE
-    hub_constants.HF_HUB_OFFLINE = True
+    flags = [(hub_constants, "HF_HUB_OFFLINE")]
+    try:
+        import datasets
+
+        flags.append((datasets.config, "HF_DATASETS_OFFLINE"))
+    except ImportError:  # the `hf:` datasets need the package; its absence is reported where they load
+        pass
+    previous = [getattr(module, name) for module, name in flags]
+    for module, name in flags:
+        setattr(module, name, True)
     try:
         yield
     finally:
-        hub_constants.HF_HUB_OFFLINE = previous
+        for (module, name), value in zip(flags, previous):
+            setattr(module, name, value)
 
 
 def _probe() -> bool:

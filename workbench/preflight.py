@@ -21,7 +21,6 @@ Every failure is a PlanError naming the field, e.g. "field 'datasets[0].samples'
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
@@ -236,33 +235,13 @@ def _check_task(plan: Plan, where: str, ds, positions: int | None, source) -> No
 def _hf_documents(spec: str) -> None:
     """Load an hf: dataset (once per spec); with the hub unreachable, from the local cache only."""
     from workbench import datasets
-    from workbench.models import hub_reachable
+    from workbench.hub import offline_unless_hub_reachable
 
     if ("hf", spec) in _CACHE:
         return
-    if hub_reachable():
+    with offline_unless_hub_reachable():
         datasets.load_documents(spec)
-    else:
-        with _datasets_offline():
-            datasets.load_documents(spec)
     _CACHE[("hf", spec)] = True
-
-
-@contextlib.contextmanager
-def _datasets_offline():
-    """`datasets` and huggingface_hub read their offline flags at import; set them on the modules for a while."""
-    try:
-        import datasets as hf_datasets
-        import huggingface_hub.constants as hub_constants
-    except ImportError:  # load_documents says the package is missing
-        yield
-        return
-    before = hf_datasets.config.HF_DATASETS_OFFLINE, hub_constants.HF_HUB_OFFLINE
-    hf_datasets.config.HF_DATASETS_OFFLINE = hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hf_datasets.config.HF_DATASETS_OFFLINE, hub_constants.HF_HUB_OFFLINE = before
 
 
 # --- cache ------------------------------------------------------------------------------------------

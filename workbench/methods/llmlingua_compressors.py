@@ -100,9 +100,9 @@ class LLMLingua2Compressor(PromptCompressor):
         self._lock = threading.RLock()
 
     def _load(self, evaluated_model) -> None:
-        from workbench.models import ModelLoadError, _quiet_transformers, classify_model_spec, resolve_device_dtype
+        from workbench.models import ModelLoadError, classify_model_spec, quiet_transformers, resolve_device_dtype
 
-        _quiet_transformers()
+        quiet_transformers()
         device, _ = resolve_device_dtype(self.params["device"], "auto")
         kind = classify_model_spec(self.model_name)
         if kind not in ("folder", "hub"):

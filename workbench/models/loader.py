@@ -89,7 +89,7 @@ class LoadedModel:
         self.attn_implementation = self.model.config._attn_implementation
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """The workbench reports loading itself; transformers' per-tensor progress bars would flood stderr and logs."""
     from transformers.utils import logging as hf_logging
 
@@ -104,7 +104,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto", attn_implem
     Hub models use Hugging Face's own cache (HF_HOME). Raises ModelLoadError for anything the user can fix,
     ValueError for an invalid device, dtype or attention implementation."""
     started = time.perf_counter()
-    _quiet_transformers()
+    quiet_transformers()
     _check_attn(attn_implementation)
     kind = classify_model_spec(spec)
     device, dtype = resolve_device_dtype(device, dtype)
