@@ -57,8 +57,6 @@ def lm_samples(lm, dataset, protocol: ProtocolSpec) -> list:
 
 def evaluate_baseline(lm, sample, protocol: ProtocolSpec) -> dict:
     """The uncompressed model on this sample (same tokens every method is scored on)."""
-    if protocol.name == "chunked":
-        return Chunked.baseline(lm, sample, protocol)
     return evaluate_baseline_batch(lm, [sample], protocol)[0]
 
 
@@ -110,8 +108,6 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
 
 def evaluate_kv(lm, sample, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool = True) -> dict:
     """One press on one sample at every rate: {rate: sample record}. Raises on failure (the runner records it)."""
-    if protocol.name == "chunked":
-        return Chunked.press(lm, sample, method, rates, protocol)
     return evaluate_kv_batch(lm, [sample], method, rates, protocol, shared_allowed)[0]
 
 

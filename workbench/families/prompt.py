@@ -47,7 +47,7 @@ class PromptFamily(Family):
         hub = self.hub_reason(method)
         compressor = build_compressor(method.name, method.params)
         p = plan.protocol
-        if compressor.requires_question and not (p.name == "task" and p.question_aware):
+        if compressor.requires_question and not p.question_aware:  # only the task protocol can set it
             raise UnsupportedMethod(f"{method.name} compresses with respect to a question: it needs the task protocol "
                                     "with \"question_aware\": true")
         measurer = _Compressor(backend, compressor, plan, hub, samples)
