@@ -16,7 +16,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
-from workbench.plan import BASELINE_LABEL
+from workbench import figures, tables
 from workbench.session import Session, SessionError
 from screens import data
 from screens.widgets import ViewBar
@@ -27,7 +27,20 @@ TOLERANCE = 1e-9  # relative: values this close are "the same" (JSON round-trips
 
 
 def row_key(cell: dict) -> tuple:
-    return cell["dataset"], cell["method"], 1.0 if cell["method"] == BASELINE_LABEL else cell.get("rate")
+    return cell["dataset"], cell["method"], figures.rate_of(cell)
+
+
+def letter(i: int) -> str:
+    """Sessions are columns A, B, C… (their file names are too long for a column header at 80 columns)."""
+    return chr(ord("A") + i) if i < 26 else f"S{i + 1}"
+
+
+def shorten(name: str, width: int) -> str:
+    """A session name cut in the middle, where names of one plan differ least: 'quickstart…0-101500'."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
 
 
 def comparison(sessions: list[Session], metric: str) -> list[tuple[tuple, list]]:
@@ -118,14 +131,19 @@ class CompareScreen(Screen):
         metric = self._metric()
         label = data.METRICS[metric][0]
         names = [self._session_label(s) for s in self.sessions]
+        letters = [letter(i) for i in range(len(names))]
         bar = self.query_one("#bar", Static)
+        head = f"{label}, same axes: " if len(names) > 1 else "Compare needs two or more saved sessions (now: "
+        room = max(12, ((self.size.width or 80) - 2 - len(head)) // max(len(names), 1) - 5)
+        named = "  ".join(f"{k}: {shorten(n, room)}" for k, n in zip(letters, names))
         if len(self.sessions) < 2:
-            have = f" (now: {', '.join(names)})" if names else ""
-            bar.update(f"Compare needs two or more saved sessions{have}: press a to add one.")
+            bar.update(f"{head}{named}): press a to add one." if names else
+                       "Compare needs two or more saved sessions: press a to add one.")
         else:
-            bar.update(f"{label} of {len(self.sessions)} sessions, same axes: {' | '.join(names)} — m: metric")
-        self._plots(names, metric)
-        self._table(names, metric)
+            bar.update(f"{head}{named}")
+        plot_room = max(12, (self.size.width or 80) // max(len(names), 1) - 12)
+        self._plots([f"{k}: {shorten(n, plot_room)}" for k, n in zip(letters, names)], metric)
+        self._table(letters, metric)
 
     def _plots(self, names: list[str], metric: str) -> None:
         box = self.query_one("#plots", Horizontal)
@@ -133,7 +151,7 @@ class CompareScreen(Screen):
         cells = [list(s.cells.values()) for s in self.sessions]
         every = [data.series(c, metric) for c in cells]
         limits = data.bounds(every)  # the same axes for every session: differences read at a glance
-        styles = line_styles([label for s in every for label in s])
+        styles = line_styles([label for c in cells for label in data.series_order(c)], [label for s in every for label in s])
         plots = [MetricPlot(metric, title=name) for name in names]
         box.mount_all(plots)
         for plot, c in zip(plots, cells):
@@ -144,16 +162,18 @@ class CompareScreen(Screen):
         table = self.query_one(DataTable)
         table.clear(columns=True)
         label = data.METRICS[metric][0]
-        table.add_columns("Dataset", "Method", "Rate", *(f"{label} {n}" for n in names))
+        rows = comparison(self.sessions, metric)
+        several = len({dataset for (dataset, _, _), _ in rows}) > 1  # one dataset: no column for it
+        table.add_columns(*(["Dataset"] if several else []), "Method", "Rate", *(f"{label} {n}" for n in names))
         if len(names) == 2:
-            table.add_column("Δ (2nd − 1st)")
-        for (dataset, method, rate), values in comparison(self.sessions, metric):
+            table.add_column(f"Δ {names[1]}−{names[0]}")
+        for (dataset, method, rate), values in rows:
             present = [v for v in values if isinstance(v, (int, float))]
             differs = len(present) > 1 and max(present) - min(present) > TOLERANCE * max(1.0, max(abs(v) for v in present))
             lower_better = metric in ("dppl", "dpct", "ppl")
             best = (min(present) if lower_better else max(present)) if differs else None
             worst = (max(present) if lower_better else min(present)) if differs else None
-            row = [dataset, method, "thr" if rate is None else f"{rate:.2f}"]
+            row = [*([dataset] if several else []), method, "thr" if rate is None else tables.rate(rate)]
             for v in values:
                 if not isinstance(v, (int, float)):
                     row.append(Text("—", style="dim", justify="right"))

@@ -1,8 +1,9 @@
-"""From cell records to what the screens show: table columns, sort keys, plot series, device facts.
+"""From cell records to what the screens plot, and facts about the machine (device, memory).
 
-Pure functions (no Textual), so the screens stay small and the formatting is tested without a
-terminal. Figures come from the engine's cell records (see workbench/session.py); the words are the
-engine's: *rate* = fraction of context tokens kept, *kept* = the achieved kept fraction.
+Pure functions (no Textual), so the screens stay small and are tested without a terminal. The table's
+columns and formatting are the engine's (workbench/tables.py), shared with the exports; the figures are
+workbench/figures.py's. The words are the engine's: *rate* = fraction of context tokens kept, *kept* =
+the achieved kept fraction.
 """
 
 from __future__ import annotations
@@ -12,102 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from workbench.plan import BASELINE_LABEL
-from workbench.report import human_bytes
-
-
-def _num(value: Any, fmt: str, signed: bool = False) -> str:
-    if not isinstance(value, (int, float)) or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, ("+" if signed else "") + fmt)
-
-
-def rate_text(cell: dict) -> str:
-    if cell["method"] == BASELINE_LABEL:
-        return "1.00"
-    if cell.get("rate") is None:
-        thr = (cell.get("params") or {}).get("threshold")
-        return f"thr {thr:g}" if isinstance(thr, (int, float)) else "thr"
-    return f"{cell['rate']:.2f}"
-
-
-def latency(cell: dict) -> float | None:
-    """Seconds per sample (prefill + scoring), the cost a user pays per request."""
-    done = cell.get("samples_done") or 0
-    return cell["seconds"] / done if done and cell.get("seconds") else None
-
-
-def status_text(cell: dict) -> str:
-    """Short: the status and, while unfinished, samples done/total (the message is in the detail line)."""
-    status = cell.get("status", "pending")
-    if status in ("pending", "running", "cancelled") and cell.get("samples_total"):
-        return f"{status} {cell.get('samples_done', 0)}/{cell['samples_total']}"
-    return status
-
-
-def _baseline_zero(cell: dict, key: str, figure: str = "ppl"):
-    # The baseline is its own reference: its delta is 0 by definition once it has the figure.
-    if cell["method"] == BASELINE_LABEL and cell.get(figure) is not None:
-        return 0.0
-    return cell.get(key)
-
-
-@dataclass(frozen=True)
-class Column:
-    key: str
-    label: str
-    value: Callable[[dict], Any]  # the raw value: what sorting uses
-    text: Callable[[dict], str]  # what the table shows
-    numeric: bool = True
-
-
-COLUMNS: tuple[Column, ...] = (
-    Column("dataset", "Dataset", lambda c: c["dataset"], lambda c: c["dataset"], False),
-    Column("method", "Method", lambda c: c["method"], lambda c: c["method"], False),
-    Column("rate", "Rate", lambda c: 1.0 if c["method"] == BASELINE_LABEL else c.get("rate"), rate_text),
-    Column("kept", "Kept", lambda c: c.get("kept_fraction"), lambda c: _num(c.get("kept_fraction"), ".3f")),
-    Column("ppl", "PPL", lambda c: c.get("ppl"), lambda c: _num(c.get("ppl"), ".3f")),
-    Column("dppl", "ΔPPL", lambda c: _baseline_zero(c, "delta_ppl"), lambda c: _num(_baseline_zero(c, "delta_ppl"), ".3f", True)),
-    Column("dpct", "ΔPPL%", lambda c: _baseline_zero(c, "delta_ppl_pct"),
-           lambda c: _num(_baseline_zero(c, "delta_ppl_pct"), ".1f", True) + ("%" if _baseline_zero(c, "delta_ppl_pct") is not None else "")),
-    Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")) if c.get("kv_bytes") is not None else "—"),
-    Column("latency", "s/sample", latency, lambda c: _num(latency(c), ".2f")),
-    Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
-    Column("score", "Score", lambda c: c.get("score"), lambda c: _num(c.get("score"), ".3f")),
-    Column("dscore", "ΔScore", lambda c: _baseline_zero(c, "delta_score", "score"),
-           lambda c: _num(_baseline_zero(c, "delta_score", "score"), ".3f", True)),
-    Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
-)
-COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
-
-
-PPL_COLUMNS, SCORE_COLUMNS = {"ppl", "dppl", "dpct"}, {"score", "dscore"}
-
-
-def columns_for(cells: list[dict]) -> list[Column]:
-    """The columns worth their width at 80 columns: Dataset only with several datasets; the perplexity
-    columns only when a cell has a perplexity, the task-score ones only when a cell has a score (as the
-    engine's text tables do). A session with neither (nothing finished yet) shows the perplexity ones."""
-    several = len({c["dataset"] for c in cells}) > 1
-    has_ppl = any(c.get("ppl") is not None for c in cells)
-    has_score = any(c.get("score") is not None for c in cells)
-    hidden = set() if several else {"dataset"}
-    if has_score and not has_ppl:
-        hidden |= PPL_COLUMNS
-    if not has_score:
-        hidden |= SCORE_COLUMNS
-    return [c for c in COLUMNS if c.key not in hidden]
-
-
-def sort_cells(cells: list[dict], column: str, reverse: bool = False) -> list[dict]:
-    """Sorted by a column's raw value; missing values last in either direction (the usual spreadsheet rule)."""
-    col = COLUMN_BY_KEY[column]
-    present = [c for c in cells if col.value(c) is not None]
-    missing = [c for c in cells if col.value(c) is None]
-    return sorted(present, key=col.value, reverse=reverse) + missing
+from workbench import figures
+from workbench.tables import human_bytes
 
 
 def short_path(path) -> str:
@@ -124,11 +33,11 @@ def short_path(path) -> str:
 
 # Metric name -> (axis label, how to read it from a cell). "budget" metrics describe the KV cache kept.
 METRICS: dict[str, tuple[str, Callable[[dict], Any]]] = {
-    "dppl": ("ΔPPL", lambda c: _baseline_zero(c, "delta_ppl")),
-    "dpct": ("ΔPPL %", lambda c: _baseline_zero(c, "delta_ppl_pct")),
+    "dppl": ("ΔPPL", lambda c: figures.against_baseline(c, "delta_ppl")),
+    "dpct": ("ΔPPL %", lambda c: figures.against_baseline(c, "delta_ppl_pct")),
     "ppl": ("PPL", lambda c: c.get("ppl")),
     "score": ("task score", lambda c: c.get("score")),
-    "dscore": ("Δ task score", lambda c: _baseline_zero(c, "delta_score", "score")),
+    "dscore": ("Δ task score", lambda c: figures.against_baseline(c, "delta_score", "score")),
     "tokens": ("tokens kept / layer", lambda c: c.get("kv_tokens_per_layer")),
     "bytes": ("MiB kept", lambda c: c["kv_bytes"] / 2**20 if c.get("kv_bytes") is not None else None),
     "kept": ("kept fraction", lambda c: c.get("kept_fraction")),
@@ -140,13 +49,6 @@ def quality_metric(cells: list[dict]) -> str:
     if any(c.get("score") is not None for c in cells) and not any(c.get("ppl") is not None for c in cells):
         return "score"
     return "dppl"
-
-
-def x_of(cell: dict) -> float | None:
-    """A threshold-driven press has no rate: it is placed at the kept fraction it achieved."""
-    if cell["method"] == BASELINE_LABEL:
-        return 1.0
-    return cell.get("rate") if cell.get("rate") is not None else cell.get("kept_fraction")
 
 
 def series(cells: list[dict], metric: str) -> dict[str, list[tuple[float, float]]]:
@@ -162,10 +64,10 @@ def series(cells: list[dict], metric: str) -> dict[str, list[tuple[float, float]
     for c in cells:
         if c.get("status") != "done":
             continue
-        x, y = x_of(c), read(c)
+        x, y = figures.plot_x(c), read(c)
         if x is None or not isinstance(y, (int, float)) or not math.isfinite(y):
             continue
-        if c["method"] == BASELINE_LABEL:
+        if figures.is_baseline(c):
             anchor[c["dataset"]] = (1.0, float(y))
         else:
             lines.setdefault((c["method"], c["dataset"]), []).append((float(x), float(y)))
@@ -173,8 +75,24 @@ def series(cells: list[dict], metric: str) -> dict[str, list[tuple[float, float]
     for (method, dataset), pts in lines.items():
         if dataset in anchor and all(abs(x - 1.0) > 1e-9 for x, _ in pts):
             pts.append(anchor[dataset])
-        out[f"{method} · {dataset}" if several else method] = sorted(pts)
+        out[_label(method, dataset, several)] = sorted(pts)
     return out
+
+
+def _label(method: str, dataset: str, several: bool) -> str:
+    return f"{method} · {dataset}" if several else method
+
+
+def series_order(cells: list[dict]) -> list[str]:
+    """Every line the cells will draw, finished or not, in the order of the cells (a session keeps its cells
+    in plan order). Markers and colours are assigned from it, so a method keeps its look for a whole run,
+    whichever of its cells finish first."""
+    several = len({c["dataset"] for c in cells}) > 1
+    out: dict[str, None] = {}
+    for c in cells:
+        if not figures.is_baseline(c):
+            out.setdefault(_label(c["method"], c["dataset"], several))
+    return list(out)
 
 
 def bounds(all_series: list[dict[str, list[tuple[float, float]]]]) -> tuple[tuple[float, float], tuple[float, float]] | None:

@@ -1,4 +1,4 @@
-"""Modal dialogs: an error, a yes/no confirmation, a path (save / open / load a plan), an export.
+"""Modal dialogs: an error, a yes/no confirmation, a choice, a path (save / open / load a plan), an export.
 
 Each dismisses with its answer (``None`` when dismissed with Escape), so callers pass a callback to
 ``push_screen`` and tests can press keys against them like a user would.
@@ -17,6 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, OptionList, RadioSet, Static
 from textual.widgets.option_list import Option
 
+from workbench import tables
 from screens.widgets import Radio
 
 DIALOG_CSS = """
@@ -91,20 +92,55 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(value)
 
 
+class ChoiceModal(ModalScreen["str | None"]):
+    """One of a few answers, each with its key (resume / start fresh); Escape dismisses with None."""
+
+    DEFAULT_CSS = "ChoiceModal { align: center middle; }" + DIALOG_CSS
+    BINDINGS = [Binding("escape", "choose(None)", "Cancel")]
+
+    def __init__(self, question: str, choices: list[tuple[str, str, str]]):
+        """``choices``: (answer, button label, key)."""
+        super().__init__()
+        self.question, self.choices = question, choices
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog -calm"):
+            yield Static(self.question, classes="title", markup=False)
+            with Horizontal(classes="buttons"):
+                for i, (answer, label, key) in enumerate(self.choices):
+                    yield Button(f"{label} ({key})", variant="primary" if i == 0 else "default", id=f"choice-{answer}",
+                                 compact=True)
+                yield Button("Cancel (esc)", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one(Button).focus()
+
+    def on_key(self, event) -> None:
+        answer = next((a for a, _, key in self.choices if key == event.key), None)
+        if answer is not None:
+            event.stop()
+            self.dismiss(answer)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(None if event.button.id == "cancel" else event.button.id.removeprefix("choice-"))
+
+    def action_choose(self, answer: str | None) -> None:
+        self.dismiss(answer)
+
+
 def session_choices(folder: Path, limit: int = 30) -> list[tuple[str, str]]:
-    """(label, path) of the JSON files in ``folder``, newest first; the label says name, status and date."""
+    """(label, path) of the JSON files in ``folder``, newest first; the label says name, status, the cell counts
+    (the one wording of workbench.tables, as Results and Progress say them) and the date."""
     if not folder.is_dir():
         return []
     files = sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:limit]
     out = []
     for path in files:
         status = "?"
-        try:  # only the head is needed for the label; a broken file still shows (and errors when opened)
+        try:  # a broken file still shows (and errors when opened)
             doc = json.loads(path.read_text(encoding="utf-8"))
-            cells = doc.get("cells", [])
-            done = sum(1 for c in cells if c.get("status") in ("done", "unavailable", "error"))
-            status = f"{doc.get('status', '?')}, {done}/{len(cells)} cells"
-        except (OSError, ValueError, AttributeError):
+            status = f"{doc.get('status', '?')}, {tables.cells_text(c for c in doc.get('cells', []) if isinstance(c, dict))}"
+        except (OSError, ValueError, AttributeError, TypeError):
             status = "unreadable"
         stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
         out.append((f"{path.name}  [{status}]  {stamp}", str(path)))
@@ -174,9 +210,18 @@ class ExportModal(ModalScreen["tuple[str, str] | None"]):
     DEFAULT_CSS = "ExportModal { align: center middle; }" + DIALOG_CSS + "ExportModal RadioSet { width: 100%; }"
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, stem: str):
+    def __init__(self, stem: str, taken: set[str] = frozenset()):
         super().__init__()
         self.stem = stem  # the path without extension; the extension follows the format
+        self.taken = set(taken)  # paths never offered (the live session file): another name is made up
+
+    def default_path(self, fmt: str) -> str:
+        """``stem.fmt``, or ``stem-export.fmt`` (-2, -3…) when that is the session's own file or exists already."""
+        path, n = f"{self.stem}.{fmt}", 1
+        while path in self.taken or (fmt == "json" and Path(path).exists()):
+            n += 1
+            path = f"{self.stem}-export{'' if n == 2 else f'-{n - 1}'}.{fmt}"
+        return path
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog -calm"):
@@ -184,7 +229,7 @@ class ExportModal(ModalScreen["tuple[str, str] | None"]):
             with RadioSet(id="format"):
                 for i, (fmt, label) in enumerate(EXPORT_FORMATS):
                     yield Radio(label, value=i == 0, name=fmt)
-            yield Input(f"{self.stem}.csv", id="path")
+            yield Input(self.default_path("csv"), id="path")
             with Horizontal(classes="buttons"):
                 yield Button("Export", variant="primary", id="ok", compact=True)
                 yield Button("Cancel", id="cancel", compact=True)
@@ -199,7 +244,10 @@ class ExportModal(ModalScreen["tuple[str, str] | None"]):
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         path = self.query_one("#path", Input)
         base = path.value.rsplit(".", 1)[0] if "." in Path(path.value).name else path.value
-        path.value = f"{base}.{self._fmt()}"
+        if base.removesuffix("-export") == self.stem or base == self.stem:  # still the offered name: offer the format's
+            path.value = self.default_path(self._fmt())
+        else:  # a name the user typed: keep it, change the extension
+            path.value = f"{base}.{self._fmt()}"
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self._done()

@@ -15,6 +15,7 @@ from textual.containers import Horizontal, HorizontalScroll, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Label, Select, Static
 
+from workbench import tables
 from screens.widgets import ViewBar
 
 DROPPED_STYLE = "strike dim red"  # struck out where the terminal can, dimmed and red where it cannot
@@ -26,6 +27,21 @@ EMPTY = ("No prompt-compression cells in this session.\n\n"
 
 def prompt_cells(cells: list[dict]) -> list[dict]:
     return [c for c in cells if c.get("family") == "prompt" and c.get("examples")]
+
+
+def nothing_to_show(cells: list[dict]) -> str:
+    """Why there is no text to show: no prompt-compression cell at all, or which ones have none and why."""
+    prompt = [c for c in cells if c.get("family") == "prompt"]
+    if not prompt:
+        return EMPTY
+    lines = ["No prompt-compression cell has text to show:", ""]
+    for c in prompt:
+        why = tables.why(c)
+        state = {"unavailable": "unavailable here", "error": "failed", "pending": "not run yet",
+                 "cancelled": "cancelled before a sample", "running": "running"}.get(c["status"], c["status"])
+        lines.append(f"  {c['method']} @ {tables.rate_text(c)}: {state}" + (f" — {why}" if why else ""))
+    lines += ["", "Unavailable cells say what they need; run the others (ctrl+r) or open a session that has them."]
+    return "\n".join(lines)
 
 
 def marked(original: str, dropped: list) -> Text:
@@ -61,9 +77,9 @@ class InspectScreen(Screen):
         yield Static("", id="bar", markup=False)
         with Horizontal(id="choices"):
             yield Label("sample")
-            yield Select([], id="sample", allow_blank=True, compact=True)
+            yield Select([], id="sample", allow_blank=True, prompt="first", compact=True)
             yield Label("rate")
-            yield Select([], id="rate", allow_blank=True, compact=True)
+            yield Select([], id="rate", allow_blank=True, prompt="all rates", compact=True)
         yield HorizontalScroll(id="panels")
         yield Footer(compact=True)
 
@@ -83,7 +99,7 @@ class InspectScreen(Screen):
         sample, rate = self.query_one("#sample", Select), self.query_one("#rate", Select)
         with sample.prevent(Select.Changed), rate.prevent(Select.Changed):
             sample.set_options([(s, s) for s in samples])
-            rate.set_options([(f"{r:.2f}", r) for r in rates])
+            rate.set_options([(tables.rate(r), r) for r in rates])
             if samples:
                 sample.value = samples[0]
             if rates:
@@ -103,30 +119,34 @@ class InspectScreen(Screen):
     def show(self) -> None:
         panels = self.query_one("#panels", HorizontalScroll)
         panels.remove_children()
-        cells = prompt_cells(list(self.app.cells.values()))
+        every = list(self.app.cells.values())
+        cells = prompt_cells(every)
         bar = self.query_one("#bar", Static)
         if not cells:
             bar.update("Inspect: what prompt compression dropped")
-            panels.mount(Static(EMPTY, id="empty", markup=False))
+            panels.mount(Static(nothing_to_show(every), id="empty", markup=False))
             return
         sample_id, rate = self.query_one("#sample", Select).value, self.query_one("#rate", Select).value
+        if sample_id is Select.NULL:  # the blank entry: the first sample
+            sample_id = self._samples[0]
         chosen = [c for c in cells if c.get("rate") == rate or rate is Select.NULL]
-        bar.update(f"sample {sample_id} at rate {rate if rate is Select.NULL else f'{rate:.2f}'}: dropped text struck out "
-                   f"· {len(chosen)} method(s) · [ ] other samples")
+        where = "all rates" if rate is Select.NULL else f"rate {tables.rate(rate)}"
+        position = f"sample {self._samples.index(sample_id) + 1}/{len(self._samples)}" if sample_id in self._samples else sample_id
+        bar.update(f"struck out: what {len(chosen)} method(s) dropped at {where} · {position} ([ ] next)")
         widgets = []
         for cell in chosen:
             example = next((e for e in cell["examples"] if e["sample_id"] == sample_id), None)
+            title = f"{cell['method']} @ {tables.rate_text(cell)}"
             if example is None:
-                body = Text("(no example kept for this sample)", style="dim")
-                title = cell["method"]
+                body, subtitle = Text("(no example kept for this sample)", style="dim"), ""
             else:
                 body = marked(example["original"], example.get("dropped") or [])
-                title = f"{cell['method']} @ {cell['rate']:.2f} · kept {kept_chars(example['original'], example.get('dropped') or []):.0%} of characters"
-            widgets.append(self._panel(title, body))
+                subtitle = f"kept {kept_chars(example['original'], example.get('dropped') or []):.0%} of characters"
+            widgets.append(self._panel(title, subtitle, body))
         panels.mount_all(widgets)
 
     @staticmethod
-    def _panel(title: str, body: Text) -> VerticalScroll:
+    def _panel(title: str, subtitle: str, body: Text) -> VerticalScroll:
         panel = VerticalScroll(Static(body), classes="panel")
-        panel.border_title = title
+        panel.border_title, panel.border_subtitle = title, subtitle
         return panel

@@ -41,6 +41,15 @@ def entries_from_plan(plan: Plan) -> list[dict]:
     return out
 
 
+def rate_wording(info) -> str:
+    """How a method takes the plan's rate (fraction of tokens kept): as it is, or converted at the boundary."""
+    if not info.rate_driven:
+        return "driven by its parameters (no rates)"
+    if info.rate_param == "rate":
+        return "uses the rate as it is (fraction kept)"
+    return f"{info.rate_param} = 1 − rate"
+
+
 def show_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -137,7 +146,7 @@ class MethodsPane(Horizontal):
         entry = self.entry(value)
         used = entry is not None
         params = {**{k: v for k, v in info.params.items() if k != info.rate_param}, **((entry or {}).get("params") or {})}
-        how = f"rate → {info.rate_param}" if info.rate_driven else "driven by its parameters (no rates)"
+        how = rate_wording(info)
         lines = [f"{info.name} ({info.family}) — {info.summary}", f"{how}; {'in the plan' if used else 'not in the plan (Space adds it)'}"]
         if info.needs_hub:
             lines.append(f"⚠ {info.needs_hub}")

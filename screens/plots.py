@@ -23,15 +23,24 @@ MARKERS = ("•", "x", "+", "o", "*", "#", "@", "%", "=", "~")
 RATE_LABEL = "rate (fraction kept)"
 
 
-def line_styles(labels) -> dict[str, tuple[str, int]]:
-    """label -> (marker, colour), by sorted label: the same method looks the same in every plot."""
-    return {label: (MARKERS[i % len(MARKERS)], COLOURS[i % len(COLOURS)]) for i, label in enumerate(sorted(set(labels)))}
+def line_styles(order, shown=None) -> dict[str, tuple[str, int]]:
+    """label -> (marker, colour) for the labels in ``shown`` (default: all), by their place in ``order`` (every
+    line the session will have, data.series_order): a method looks the same in every plot and for the whole
+    session, whichever of its cells have finished."""
+    order = list(dict.fromkeys(order))
+    if shown is not None:
+        order += sorted(set(shown) - set(order))
+    styles = {label: (MARKERS[i % len(MARKERS)], COLOURS[i % len(COLOURS)]) for i, label in enumerate(order)}
+    return styles if shown is None else {label: styles[label] for label in order if label in set(shown)}
 
 
 class Legend(Static):
     DEFAULT_CSS = "Legend { height: auto; max-height: 3; padding: 0 1; }"
 
+    styles_shown: dict[str, tuple[str, int]] = {}
+
     def show(self, styles: dict[str, tuple[str, int]]) -> None:
+        self.styles_shown = dict(styles)
         text = Text()
         for label, (marker, colour) in styles.items():
             text.append(f"{marker} {label}", style=f"bold color({colour})")

@@ -1,9 +1,10 @@
-"""Progress: the run in the worker — bars for the run and the current cell, ETA, device memory, live
-plots of quality and KV budget against rate, and a log where failing cells show their error.
+"""Progress: the run in the worker — bars for the run and the current cell, elapsed time and ETA, device
+memory, live plots of quality and KV budget against rate, and a log where failing cells show their error.
 
 Everything here reads the app's RunState and cell copies, which only the main thread writes. Labels
-follow every run event (they are cheap); plots are redrawn by a timer at most four times a second,
-and only when a cell has finished since the last drawing.
+follow every run event (they are cheap) and a one-second timer (the elapsed time and the ETA move between
+samples); plots are redrawn by a timer at most four times a second, and only when a cell has finished
+since the last drawing. Once a run is over the view says how it ended and what the cells came to.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 
+from workbench import figures, tables
 from screens import data
 from screens.widgets import ViewBar
 from screens.plots import Legend, MetricPlot, line_styles
@@ -31,17 +33,38 @@ def clock(seconds: float | None) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+ICONS = {"running": "●", "cancelling": "◌", "finished": "✓", "cancelled": "■", "failed": "✗"}
+
+
+def status_text(state, elapsed: float | None) -> str:
+    """How the run stands or how it ended: '● running', '✓ finished in 1m02s', '✗ failed after 0m13s: …'."""
+    icon = ICONS.get(state.status, "·")
+    if state.opened:
+        return f"{icon} {state.status} (opened from its file)"
+    if state.active or elapsed is None:
+        return f"{icon} {state.status}"
+    after = "in" if state.status == "finished" else "after"
+    text = f"{icon} {state.status} {after} {clock(elapsed)}"
+    if state.status == "failed" and state.failure:
+        text += " (why: below)"
+    elif state.status == "cancelled":
+        text += " (ctrl+r resumes)"
+    return text
+
+
 class RunScreen(Screen):
     DEFAULT_CSS = """
     RunScreen #status { height: 1; padding: 0 1; background: $boost; }
     RunScreen .progress { height: 1; padding: 0 1; }
     RunScreen .progress > Label { width: 5; }
     RunScreen .progress > ProgressBar { width: auto; }
-    RunScreen .progress > Bar { width: 1fr; }
+    RunScreen .progress Bar { width: 24; }
     RunScreen .progress > .ptext { width: 1fr; padding-left: 1; }
     RunScreen #device { height: 1; padding: 0 1; color: $text-muted; }
     RunScreen #plots { height: 1fr; min-height: 8; }
     RunScreen #log { height: 4; border-top: solid $primary 50%; }
+    RunScreen.-failed #plots, RunScreen.-failed #legend { display: none; }
+    RunScreen.-failed #log { height: 1fr; }
     """
     BINDINGS = [
         Binding("escape", "cancel", "Cancel run"),
@@ -66,7 +89,7 @@ class RunScreen(Screen):
             yield MetricPlot("dppl", id="quality-plot")
             yield MetricPlot("tokens", id="budget-plot")
         yield Legend(id="legend")
-        yield RichLog(id="log", max_lines=200, wrap=False, markup=False)
+        yield RichLog(id="log", max_lines=200, wrap=True, markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -77,12 +100,17 @@ class RunScreen(Screen):
         self._log_state = None
         self._bindings_active = None
         self._texts: dict[str, str] = {}
+        self._memory_text = ""
         self.watch(self.app, "tick", lambda _: self.update_labels(), init=False)
         self.set_interval(PLOT_INTERVAL, self._redraw_if_stale)
-        self.set_interval(1.0, self._memory)
+        self.set_interval(1.0, self._every_second)
         self.update_labels()
         self._memory()
         self.redraw()
+
+    def _every_second(self) -> None:
+        self.update_labels()
+        self._memory()
 
     def on_screen_resume(self) -> None:
         self.update_labels()
@@ -91,26 +119,38 @@ class RunScreen(Screen):
     # -- labels --------------------------------------------------------------------------------------
 
     def update_labels(self) -> None:
-        app, state = self.app, self.app.run_state
+        app, state, now = self.app, self.app.run_state, self.app.clock()
         session = app.session
+        elapsed = state.elapsed(now)
         if session is None:
             self._set("#status", "No run yet: ctrl+r runs the plan of Setup (F2), ctrl+o opens a session.")
         else:
-            icon = {"running": "●", "cancelling": "◌", "finished": "✓", "cancelled": "■", "failed": "✗"}.get(state.status, "·")
-            self._set("#status", f"{icon} {state.status} · {session.plan.name} · {data.short_path(session.path)}")
+            self._set("#status", f"{status_text(state, elapsed)} · {session.plan.name} · {data.short_path(session.path)}")
         run_bar = self.query_one("#run-bar", ProgressBar)
-        run_bar.update(total=max(state.total, 1), progress=state.done)
-        self._set("#run-text", f"{state.done}/{state.total} samples · {clock(state.elapsed)} · ETA {clock(state.eta())}")
+        timing = "" if elapsed is None else f" · {clock(elapsed)} elapsed"
+        if state.active:  # samples accounted for, as the runner counts them (a failed cell's count as settled)
+            run_bar.update(total=max(state.total, 1), progress=state.done)
+            self._set("#run-text", f"{state.done}/{state.total} samples{timing} · ETA {clock(state.eta(now))}")
+        else:  # over: what the run produced
+            measured = figures.measured_samples(app.cells.values())
+            run_bar.update(total=max(state.total, 1), progress=measured)
+            self._set("#run-text", f"{measured}/{state.total} samples measured{timing}")
         cell = app.cells.get(state.cell or "") if state.cell else None
         live = session.cells.get(state.cell) if session is not None and state.cell else None
         cell_bar = self.query_one("#cell-bar", ProgressBar)
         if cell is not None and live is not None and state.active:
             done, total = live.get("samples_done", 0), live.get("samples_total", 1) or 1  # an int read: safe across threads
             cell_bar.update(total=total, progress=min(done, total))
-            self._set("#cell-text", f"{cell['method']} @ {data.rate_text(cell)} · {cell['dataset']} · {done}/{total}")
-        else:
+            self._set("#cell-text", f"{cell['method']} @ {tables.rate_text(cell)} · {cell['dataset']} · {done}/{total}")
+        elif state.active:
             cell_bar.update(total=1, progress=0)
-            self._set("#cell-text", state.message if state.active else "no cell running")
+            self._set("#cell-text", state.message or state.model)
+        else:  # over (or opened): the cells' outcome, the bar showing the cells that have one
+            counts = figures.cell_counts(app.cells.values())
+            cell_bar.update(total=max(counts.total, 1), progress=counts.total - counts.left)
+            self._set("#cell-text", tables.counts_text(counts) if counts.total else "no cells")
+        self.set_class(state.status == "failed" and not any(c.get("status") == "done" for c in app.cells.values()), "-failed")
+        self._device_line()
         self._write_log()
         if state.active != self._bindings_active:  # "Cancel run" is offered only while a run is active;
             self._bindings_active = state.active  # refreshing recomposes the footer: only on a change
@@ -137,9 +177,12 @@ class RunScreen(Screen):
                            style=styles.get(severity, "")))
 
     def _memory(self) -> None:
-        state = self.app.run_state
-        model = f"{state.model} · " if state.model else ""
-        self._set("#device", f"{model}{self.app.memory_probe()}")
+        self._memory_text = self.app.memory_probe()  # read once a second: a GPU query is not free
+        self._device_line()
+
+    def _device_line(self) -> None:
+        model = self.app.run_state.model
+        self._set("#device", f"{model} · {self._memory_text}" if model else self._memory_text)
 
     # -- plots ---------------------------------------------------------------------------------------
 
@@ -153,7 +196,7 @@ class RunScreen(Screen):
             self._drawn = self.app.results_version
         cells = list(self.app.cells.values())
         quality = self.quality or data.quality_metric(cells)
-        styles = line_styles([*data.series(cells, quality), *data.series(cells, self.budget)])
+        styles = line_styles(data.series_order(cells), [*data.series(cells, quality), *data.series(cells, self.budget)])
         if only in (None, "#quality-plot"):
             self.query_one("#quality-plot", MetricPlot).draw(cells, quality, styles=styles)
         if only in (None, "#budget-plot"):
@@ -164,7 +207,7 @@ class RunScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         if action == "cancel":
-            return True if self.app.run_state.active else None  # None: shown dimmed, does nothing
+            return self.app.run_state.active  # False: not in the footer, the key does nothing
         return True
 
     def action_cancel(self) -> None:

@@ -1,57 +1,37 @@
 """Setup: the plan as a form — model, datasets, methods, rates and protocol — validated as you type.
 
 The form is turned into a plan document and handed to the engine's ``parse_plan`` on every edit, so
-the rules (and their messages naming the field) are the engine's; the field named by a PlanError is
-flagged in place. The cell count and forward-pass estimate come from the resolved Plan. Nothing heavy
-is imported here: the first frame of the app is this screen.
+the rules are the engine's; the field named by a PlanError is flagged in place and named in Setup's
+words (screens/plan_fields.py). Whether the model can be loaded here is checked in a worker thread
+(workbench/model_check.py) and shown under the field. The cell count and forward-pass estimate come
+from the resolved Plan. The first frame of the app is this screen: it shows the first tab only, and
+the engine's tables (presets, datasets, methods) are imported and the other tabs built just after.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
-from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import (Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Select, Static,
-                             TabbedContent, TabPane)
+                             TabbedContent, TabPane, Tabs)
+from textual.worker import Worker, WorkerState
 
-from workbench.datasets import list_datasets
-from workbench.models import EMBEDDED_MODELS, ModelLoadError, classify_model_spec
-from workbench.plan import Plan, PlanError, load_preset, parse_plan, preset_names
-from screens import data
+from workbench import tables
+from screens import plan_fields
+from screens.setup_document import form_document, to_float
 from screens.widgets import ViewBar
-from screens.methods_pane import MethodsPane, entries_from_plan, method_value
-from screens.setup_forms import DatasetsForm, RatesForm
+
+if TYPE_CHECKING:
+    from workbench.plan import Plan
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-KINDS = {"embedded": "embedded model, works offline", "gguf": "GGUF file (de-quantised once, then cached)",
-         "folder": "local Hugging Face folder", "hub": "Hugging Face hub id (cached or online)"}
-
-
-def _int(text: str):
-    """An int when the text is one; else the text, so parse_plan names the field and the bad value."""
-    try:
-        return int(text.strip())
-    except ValueError:
-        return text.strip()
-
-
-def _batch_size(text: str):
-    """'auto' (or blank) stays the word; anything else as _int does, for parse_plan to judge."""
-    return "auto" if text.strip().lower() in ("", "auto") else _int(text)
-
-
-def _float(text: str):
-    try:
-        return float(text.strip())
-    except ValueError:
-        return text.strip()
-
-
-def _rates_text(rates: list) -> str:
-    return ", ".join(f"{r:g}" for r in rates)
+MODEL_CHECK_DELAY = 0.3  # seconds without typing before the model is checked
 
 
 class SetupScreen(Screen):
@@ -69,14 +49,14 @@ class SetupScreen(Screen):
     SetupScreen .ds-row > .desc { width: 1fr; color: $text-muted; text-wrap: nowrap; text-overflow: ellipsis; }
     SetupScreen .ds-row > .note { width: 18; }
     SetupScreen RadioSet { layout: horizontal; border: none; height: 1; width: auto; padding: 0; background: transparent; }
-    SetupScreen RadioSet RadioButton { margin-right: 2; }
+    SetupScreen RadioSet RadioButton { width: auto; margin-right: 2; }
     SetupScreen #summary { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     SetupScreen #summary.-invalid { background: $error 25%; color: $text; }
     SetupScreen .note { color: $text-muted; height: auto; margin-bottom: 1; }
     SetupScreen #task-rows { height: auto; }
     """
     BINDINGS = [Binding("ctrl+l", "load_plan", "Load plan"),
-                Binding("ctrl+n", "next_tab", "Next tab", show=False)]
+                Binding("ctrl+n", "next_tab", "Next tab", show=False, priority=True)]
 
     def compose(self) -> ComposeResult:
         yield ViewBar("setup")
@@ -85,42 +65,55 @@ class SetupScreen(Screen):
                 with VerticalScroll():
                     with Horizontal(classes="row"):
                         yield Label("Preset")
-                        yield Select([(n, n) for n in preset_names()], prompt="load a preset…", id="preset", compact=True)
+                        yield Select([], prompt="load a preset…", id="preset", compact=True)
                         yield Button("Load file… ^l", id="load-file", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Plan name")
                         yield Input(id="plan-name", compact=True)
                     with Horizontal(classes="row"):
                         yield Label("Model")
-                        yield Input(id="model", placeholder=", ".join(EMBEDDED_MODELS) + " | org/name | folder | file.gguf",
-                                    compact=True)
+                        yield Input(id="model", compact=True)
                     yield Static("", id="model-kind", classes="note", markup=False)
                     with Horizontal(classes="row"):
                         yield Label("Device / dtype")
                         yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device", compact=True)
                         yield Select([(d, d) for d in DTYPES], value="auto", allow_blank=False, id="dtype", compact=True)
                     yield Static("device: probing…", id="device-info", classes="note", markup=False)
-            with TabPane("Datasets", id="tab-datasets"):
-                yield Lazy(DatasetsForm())
-            with TabPane("Methods", id="tab-methods"):
-                yield Lazy(MethodsPane(id="methods-pane"))
-            with TabPane("Rates & protocol", id="tab-rates"):
-                yield Lazy(RatesForm())
+            yield TabPane("Datasets", id="tab-datasets")
+            yield TabPane("Methods", id="tab-methods")
+            yield TabPane("Rates & protocol", id="tab-rates")
         yield Static("", id="summary", markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self._loaded_version = -1
         self._preset_value = None
-        self._ready = False
-        self.query_one("#summary", Static).update("checking the plan…")
+        self._ready = False  # the hidden tabs are built
+        self._filled = False  # the form holds a plan: before that, checking it would only report empty fields
+        self._model_timer = None
+        self._model_spec: str | None = None  # the spec the model line is about
+        self._model_checks: dict[str, object] = {}  # hub ids checked (the slow ones): spec -> ModelCheck
+        self.query_one("#summary", Static).update(self.app.plan_error or "loading the plan…")
         self.watch(self.app, "plan_version", lambda _: self.refill(), init=False)
         self.watch(self.app, "device_version", lambda _: self._device_line(), init=False)
+        self.set_timer(0.05, self._build_hidden_tabs)
+
+    def _build_hidden_tabs(self) -> None:
+        # After the first frame is on the terminal: the engine's tables (presets, datasets, the method
+        # registry) are imported here, and the three hidden tabs built (a hundred widgets).
+        from workbench.models import EMBEDDED_MODELS
+        from workbench.plan import preset_names
+        from screens.methods_pane import MethodsPane
+        from screens.setup_forms import DatasetsForm, RatesForm
+
+        self.query_one("#preset", Select).set_options([(n, n) for n in preset_names()])
+        self.query_one("#model", Input).placeholder = ", ".join(EMBEDDED_MODELS) + " | org/name | folder | file.gguf"
+        self.query_one("#tab-datasets", TabPane).mount(DatasetsForm())
+        self.query_one("#tab-methods", TabPane).mount(MethodsPane(id="methods-pane"))
+        self.query_one("#tab-rates", TabPane).mount(RatesForm())
         self.call_after_refresh(self._when_ready)
 
     def _when_ready(self) -> None:
-        # The hidden tabs are mounted lazily, after the first frame, so that frame comes quickly; the
-        # form is filled and checked once they are all there.
         if not all(self.query(selector) for selector in ("#ds-other-seed", "#question-aware", "#methods")):
             self.set_timer(0.01, self._when_ready)
             return
@@ -134,19 +127,31 @@ class SetupScreen(Screen):
 
     def refill(self) -> None:
         """Show the app's plan, unless the form already holds it (it is then the form's own)."""
-        if not self._ready or self._loaded_version == self.app.plan_version or self.app.plan is None:
+        if not self._ready or self._loaded_version == self.app.plan_version:
+            return
+        if self.app.plan is None:  # the preset could not be loaded: the form is the user's to fill
+            if self.app.plan_error and not self._filled and self.app.plan_version:
+                self._filled = True
+                self.validate()
             return
         self._loaded_version = self.app.plan_version
         self.fill(self.app.plan)
 
-    def fill(self, plan: Plan) -> None:
+    def fill(self, plan: "Plan") -> None:
+        from screens.methods_pane import MethodsPane
+
         # Each value set below would post a Changed message and re-check the plan; check once at the end.
         with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed, MethodsPane.Changed):
             self._fill(plan)
+        self._filled = True
         self._toggle_rows()
         self.validate()
 
-    def _fill(self, plan: Plan) -> None:
+    def _fill(self, plan: "Plan") -> None:
+        from workbench.datasets import list_datasets
+        from workbench.plan import preset_names
+        from screens.methods_pane import MethodsPane, entries_from_plan
+
         q = self.query_one
         self._preset_value = plan.name if plan.name in preset_names() else None
         q("#preset", Select).value = self._preset_value if self._preset_value else Select.NULL
@@ -167,7 +172,7 @@ class SetupScreen(Screen):
             q("#ds-other-samples", Input).value = str(other[0].samples)
             q("#ds-other-seed", Input).value = str(other[0].seed)
         q("#rates-as-list", RadioButton).value = True
-        q("#rates-list", Input).value = _rates_text(plan.rates)
+        q("#rates-list", Input).value = tables.rates(plan.rates)
         p = plan.protocol
         q({"chunked": "#proto-chunked", "task": "#proto-task"}.get(p.name, "#proto-cc"), RadioButton).value = True
         q("#context-tokens", Input).value = str(p.context_tokens)
@@ -175,7 +180,7 @@ class SetupScreen(Screen):
         q("#chunk-size", Input).value = str(p.chunk_size or 128)
         q("#max-new-tokens", Input).value = str(p.max_new_tokens) if getattr(p, "max_new_tokens", None) else ""
         q("#n-shots", Input).value = str(getattr(p, "n_shots", 4))
-        q("#depths", Input).value = _rates_text(p.depths) if getattr(p, "depths", None) else ""
+        q("#depths", Input).value = tables.rates(p.depths) if getattr(p, "depths", None) else ""
         q("#question-aware", Checkbox).value = bool(getattr(p, "question_aware", False))
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
         q("#batch-size", Input).value = str(plan.batch_size)
@@ -183,98 +188,64 @@ class SetupScreen(Screen):
 
     # -- form → plan -------------------------------------------------------------------------------
 
-    def form(self) -> tuple[dict, list[tuple[str, str]]]:
-        """The plan document, and (field path, widget selector) pairs to flag a PlanError in place."""
-        q = self.query_one
-        where: list[tuple[str, str]] = [("model", "#model"), ("device", "#device"), ("dtype", "#dtype"), ("name", "#plan-name")]
-        datasets = []
-        for info in list_datasets():
-            if q(f"#ds-{info.name}", Checkbox).value:
-                i = len(datasets)
-                datasets.append({"name": info.name, "samples": _int(q(f"#ds-{info.name}-samples", Input).value),
-                                 "seed": _int(q(f"#ds-{info.name}-seed", Input).value)})
-                where += [(f"datasets[{i}].samples", f"#ds-{info.name}-samples"), (f"datasets[{i}].seed", f"#ds-{info.name}-seed"),
-                          (f"datasets[{i}]", f"#ds-{info.name}")]
-        for spec in (s.strip() for s in q("#ds-other", Input).value.split(",")):
-            if spec:
-                i = len(datasets)
-                datasets.append({"name": spec, "samples": _int(q("#ds-other-samples", Input).value),
-                                 "seed": _int(q("#ds-other-seed", Input).value)})
-                where += [(f"datasets[{i}].samples", "#ds-other-samples"), (f"datasets[{i}].seed", "#ds-other-seed"),
-                          (f"datasets[{i}]", "#ds-other")]
-        where.append(("datasets", "#ds-other"))
-        if q("#rates-as-sweep", RadioButton).value:
-            rates = {"start": _float(q("#sweep-start", Input).value), "stop": _float(q("#sweep-stop", Input).value),
-                     "step": _float(q("#sweep-step", Input).value)}
-            where.append(("rates", "#rates-sweep-row"))
-        else:
-            rates = [_float(t) for t in q("#rates-list", Input).value.replace(",", " ").split()]
-            where.append(("rates", "#rates-list"))
-        chunked, task = q("#proto-chunked", RadioButton).value, q("#proto-task", RadioButton).value
-        protocol = {"name": "chunked" if chunked else "task" if task else "context-continuation",
-                    "context_tokens": _int(q("#context-tokens", Input).value),
-                    "continuation_tokens": _int(q("#continuation-tokens", Input).value)}
-        if chunked:
-            protocol["chunk_size"] = _int(q("#chunk-size", Input).value)
-        if task:
-            if q("#max-new-tokens", Input).value.strip():
-                protocol["max_new_tokens"] = _int(q("#max-new-tokens", Input).value)
-            protocol["n_shots"] = _int(q("#n-shots", Input).value)
-            depths = q("#depths", Input).value.replace(",", " ").split()
-            if depths:
-                protocol["depths"] = [_float(d) for d in depths]
-            protocol["question_aware"] = q("#question-aware", Checkbox).value
-        where += [("protocol.context_tokens", "#context-tokens"), ("protocol.continuation_tokens", "#continuation-tokens"),
-                  ("protocol.chunk_size", "#chunk-size"), ("protocol.max_new_tokens", "#max-new-tokens"),
-                  ("protocol.n_shots", "#n-shots"), ("protocol.depths", "#depths"), ("protocol.question_aware", "#question-aware"),
-                  ("protocol", "#protocol"), ("methods", "#methods"),
-                  ("shared_prefill", "#shared-prefill"), ("batch_size", "#batch-size")]
-        doc = {"name": q("#plan-name", Input).value.strip() or "session", "model": q("#model", Input).value.strip(),
-               "device": q("#device", Select).value, "dtype": q("#dtype", Select).value, "datasets": datasets,
-               "protocol": protocol, "rates": rates, "methods": q(MethodsPane).entries,
-               "shared_prefill": q("#shared-prefill", Checkbox).value, "batch_size": _batch_size(q("#batch-size", Input).value)}
-        if self.app.plan is not None and self.app.plan.description:
-            doc["description"] = self.app.plan.description
-        return doc, where
+    def form(self) -> tuple[dict, list[tuple[str, str, str]]]:
+        """The plan document, and (field path, widget selector, label on screen) for each field."""
+        return form_document(self)
 
-    def validate(self) -> Plan | None:
+    def validate(self) -> "Plan | None":
         """parse_plan on the form: publish the plan (or the error) to the app and flag the field in place."""
-        if not self._ready:
+        if not (self._ready and self._filled):
             return None
+        from workbench.plan import PlanError, parse_plan
+        from screens.methods_pane import MethodsPane
+
         doc, where = self.form()
-        for _, selector in where:
+        for _, selector, _ in where:
             self.query_one(selector).remove_class("-invalid")
         pane = self.query_one(MethodsPane)
         pane.flag(None, None, None)
-        summary = self.query_one("#summary", Static)
         self._model_line(doc["model"])
         try:
             plan = parse_plan(doc, source="setup")
         except PlanError as err:
-            field = err.field_path or ""
-            self._flag(field, where, pane)
-            message = str(err).removeprefix("setup: ")
-            summary.update(f"✗ {message}")
-            summary.add_class("-invalid")
+            self._flag(err.field_path or "", where, pane)
+            message = plan_fields.message(err, doc, {path: label for path, _, label in where})
+            self._summary(f"✗ {message}", invalid=True)
             self.query_one("#rates-preview", Static).update("")
             self.app.set_plan(None, message)
             return None
         if not plan.methods:
-            summary.update("✗ no method chosen: pick at least one on the Methods tab (Space toggles)")
-            summary.add_class("-invalid")
+            self._summary("✗ no method chosen: pick at least one on the Methods tab (Space toggles)", invalid=True)
             self.app.set_plan(None, "no method chosen")
             return None
-        summary.remove_class("-invalid")
-        cells, passes = len(plan.cells()), plan.forward_passes()
-        samples = sum(d.samples for d in plan.datasets)
-        summary.update(f"✓ {plan.name}: {len(plan.methods)} methods × {len(plan.rates)} rates × {len(plan.datasets)} "
-                       f"dataset(s) = {cells} cells · {samples} samples per cell · ≈{passes['total']} forward passes "
-                       f"— ctrl+r runs it")
-        self.query_one("#rates-preview", Static).update(f"→ rates {_rates_text(plan.rates)} (fraction of tokens kept)")
+        self.query_one("#rates-preview", Static).update(f"→ rates {tables.rates(plan.rates)} (fraction of tokens kept)")
         self.app.set_plan(plan, None)
+        self._plan_summary()
         return plan
 
-    def _flag(self, field: str, where: list[tuple[str, str]], pane: MethodsPane) -> None:
+    def _plan_summary(self) -> None:
+        """The bar under the form for a valid plan: what it runs, or why its model cannot be loaded here."""
+        plan = self.app.plan
+        if plan is None:
+            return
+        if self.app.model_problem:
+            self._summary(f"✗ model: {self.app.model_problem}", invalid=True)
+            return
+        cells, passes = len(plan.cells()), plan.forward_passes()
+        samples = sum(d.samples for d in plan.datasets)
+        checking = " (checking the model…)" if self._model_spec not in self._model_checks and self._model_timer else ""
+        self._summary(f"✓ {plan.name}: {len(plan.methods)} methods × {len(plan.rates)} rates × {len(plan.datasets)} "
+                      f"dataset(s) = {cells} cells · {samples} samples per cell · ≈{passes['total']} forward passes "
+                      f"— ctrl+r runs it{checking}")
+
+    def _summary(self, text: str, invalid: bool = False) -> None:
+        summary = self.query_one("#summary", Static)
+        summary.update(text)
+        summary.set_class(invalid, "-invalid")
+
+    def _flag(self, field: str, where: list[tuple[str, str, str]], pane) -> None:
+        from screens.methods_pane import method_value
+
         if field.startswith("methods["):
             index = int(field[len("methods["):].split("]", 1)[0])
             entries = pane.entries
@@ -288,17 +259,55 @@ class SetupScreen(Screen):
         if match:
             self.query_one(match[1]).add_class("-invalid")
 
-    def _model_line(self, model: str) -> None:
-        try:
-            kind = KINDS[classify_model_spec(model)]
-        except ModelLoadError as err:
-            kind = str(err)
-        self.query_one("#model-kind", Static).update(kind)
-        self._device_line()
+    # -- is the model available here? ----------------------------------------------------------------
+
+    def _model_line(self, spec: str) -> None:
+        """Check the model in a worker once typing pauses; until then the line says it is checking."""
+        if spec == self._model_spec:
+            return
+        self._model_spec = spec
+        if self._model_timer is not None:
+            self._model_timer.stop()
+            self._model_timer = None
+        if spec in self._model_checks:
+            self._show_model_check(spec, self._model_checks[spec])
+            return
+        self.app.model_problem = None
+        self.query_one("#model-kind", Static).update(f"checking whether {spec or 'the model'} can be loaded here…")
+        self._model_timer = self.set_timer(MODEL_CHECK_DELAY, lambda: self._check_model(spec))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="model-check")
+    def _check_model(self, spec: str):
+        from workbench.model_check import check_model
+
+        return spec, (self.app.model_check or check_model)(spec)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "model-check" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
+            return
+        event.stop()
+        self._model_timer = None
+        if event.state == WorkerState.ERROR:  # the check itself broke: say so, do not block a run on it
+            self.query_one("#model-kind", Static).update(f"(could not check the model: {event.worker.error})")
+            self._plan_summary()
+            return
+        spec, check = event.worker.result
+        if check.kind == "hub":
+            self._model_checks[spec] = check  # a hub answer took seconds; folders and files are re-checked
+        if spec == self._model_spec:
+            self._show_model_check(spec, check)
+
+    def _show_model_check(self, spec: str, check) -> None:
+        self.app.model_problem = None if check.ok else check.message
+        self.query_one("#model-kind", Static).update(("✓ " if check.ok else "✗ ") + check.message)
+        self.query_one("#model", Input).set_class(not check.ok, "-invalid")
+        self._plan_summary()
 
     def _device_line(self) -> None:
+        from screens.data import describe_device
+
         device, dtype = self.query_one("#device", Select).value, self.query_one("#dtype", Select).value
-        self.query_one("#device-info", Static).update(data.describe_device(self.app.device_info, str(device), str(dtype)))
+        self.query_one("#device-info", Static).update(describe_device(self.app.device_info, str(device), str(dtype)))
 
     def _toggle_rows(self) -> None:
         sweep = self.query_one("#rates-as-sweep", RadioButton).value
@@ -318,7 +327,7 @@ class SetupScreen(Screen):
     def on_radio_set_changed(self, event: RadioSet.Changed) -> None:
         if event.radio_set.id == "rates-mode" and self.query_one("#rates-as-sweep", RadioButton).value:
             # Switching to a sweep: start from the list's extremes so the preview makes sense at once.
-            rates = [r for r in (_float(t) for t in self.query_one("#rates-list", Input).value.replace(",", " ").split())
+            rates = [r for r in (to_float(t) for t in self.query_one("#rates-list", Input).value.replace(",", " ").split())
                      if isinstance(r, float)]
             if len(rates) > 1:
                 self.query_one("#sweep-start", Input).value = f"{max(rates):g}"
@@ -326,13 +335,15 @@ class SetupScreen(Screen):
         self._toggle_rows()
         self.validate()
 
-    def on_methods_pane_changed(self, event: MethodsPane.Changed) -> None:
+    def on_methods_pane_changed(self, event) -> None:
         self.validate()
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "preset":
             if event.value is Select.NULL or event.value == self._preset_value:
                 return
+            from workbench.plan import PlanError, load_preset
+
             self._preset_value = event.value
             try:
                 self.app.replace_plan(load_preset(str(event.value)))
@@ -354,6 +365,9 @@ class SetupScreen(Screen):
                              lambda path: path and self.app.load_plan_file(path))
 
     def action_next_tab(self) -> None:
+        """The next tab, with the focus on the tab strip: a focused widget left in the hidden tab would pull
+        the view back to its tab (TabbedContent follows the focus)."""
         tabs = self.query_one(TabbedContent)
         ids = [p.id for p in tabs.query(TabPane)]
+        self.query_one(Tabs).focus()
         tabs.active = ids[(ids.index(tabs.active) + 1) % len(ids)]

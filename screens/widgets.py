@@ -13,6 +13,8 @@ from textual.widgets import Checkbox, RadioButton, SelectionList, Static
 from textual.widgets.option_list import OptionDoesNotExist
 from textual.widgets._toggle_button import ToggleButton
 
+from screens.views import VIEWS
+
 
 class Check(Checkbox):
     @property
@@ -45,10 +47,6 @@ class CheckList(SelectionList):
         return Strip(segments, strip.cell_length)
 
 
-VIEWS = (("F2", "Setup", "setup"), ("F3", "Progress", "run"), ("F4", "Results", "results"), ("F5", "Compare", "compare"),
-         ("F6", "Inspect", "inspect"), ("F1", "Help", "help"))
-
-
 class ViewBar(Static):
     """The top line: every view with its key, the current one in reverse video (visible without colour).
 
@@ -62,8 +60,8 @@ class ViewBar(Static):
 
     def render(self) -> Text:
         text = Text(" workbench ", style="bold")
-        for key, label, mode in VIEWS:
-            here = mode == self.current
-            text.append(f" {key} ", style="bold reverse" if here else "bold")
-            text.append(f"{label} ", style="reverse" if here else "")
+        for view in VIEWS:
+            here = view.mode == self.current
+            text.append(f" {view.key} ", style="bold reverse" if here else "bold")
+            text.append(f"{view.name} ", style="reverse" if here else "")
         return text

@@ -20,6 +20,8 @@ import threading
 import time
 from pathlib import Path
 
+from workbench import figures
+from workbench.model_check import KIND_TEXT, ModelCheck, check_model
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan
 from workbench.families.prompt import EXAMPLES_PER_CELL
 from workbench.runner import Event
@@ -70,20 +72,29 @@ class FakeRunner:
     - ``delay``: seconds slept per sample (a worker that takes time, for cancel and stall tests);
     - ``fail``: {method label: message} — those cells end as 'error' (the run goes on);
     - ``unavailable``: {method label: reason} — those cells end as 'unavailable';
-    - ``raise_at``: "model" raises while "loading the model" (a worker failure), like a bad model spec;
-    - ``pause_after``: after this many samples, set ``paused`` and wait until ``resume`` is set or the
-      run is cancelled: a deterministic point for a test to press keys during a run;
+    - ``raise_at``: "model" raises while "loading the model" (a worker failure), like a bad model spec, with
+      ``raise_message`` (default "could not load MODEL: fake failure");
+    - ``pause_after``: after this many samples (an int, or several counts), set ``paused`` and wait until
+      ``resume`` is set (then both are cleared and the run goes on) or the run is cancelled: deterministic
+      points for a test to look at the screen or press keys during a run;
+    - ``pause_in_load``: the same hold while "loading the model" (after the model-loading event);
+    - ``load_seconds``: how far loading the model moves the fake clock (``now``; each sample moves it 0.5 s);
     - ``examples``: prompt-compression cells get an "examples" record (the Inspect screen's input).
     """
 
     def __init__(self, delay: float = 0.0, fail: dict | None = None, unavailable: dict | None = None,
-                 raise_at: str | None = None, pause_after: int | None = None, examples: bool = True):
+                 raise_at: str | None = None, raise_message: str | None = None, pause_after=None,
+                 pause_in_load: bool = False, load_seconds: float = 0.0, examples: bool = True):
         self.delay, self.fail, self.unavailable = delay, fail or {}, unavailable or {}
-        self.raise_at, self.pause_after, self.examples = raise_at, pause_after, examples
+        self.raise_at, self.raise_message, self.examples = raise_at, raise_message, examples
+        self.pause_after = {pause_after} if isinstance(pause_after, int) else set(pause_after or ())
+        self.pause_in_load, self.load_seconds = pause_in_load, load_seconds
         self.paused, self.resume = threading.Event(), threading.Event()
         self.calls: list[Session] = []
         self.events: list[Event] = []
         self.thread: str | None = None
+        self.holds = 0  # holds left so far
+        self.now = 0.0  # a fake clock, seconds: 0.5 per sample; the app reads it (make_app), so times are stable
 
     def __call__(self, target: Plan | Session, on_event=None, cancel: threading.Event | None = None, out: str | None = None) -> Session:
         session = target if isinstance(target, Session) else Session(target, out)
@@ -92,8 +103,7 @@ class FakeRunner:
         cancel = cancel or threading.Event()
         self.calls.append(session)
         self.thread = threading.current_thread().name
-        started = time.monotonic()
-        clock = [0.0]  # a fake clock: deterministic "elapsed" for snapshots
+        started = self.now
 
         def emit(kind, message="", **data):
             event = Event(kind, message, data)
@@ -111,15 +121,18 @@ class FakeRunner:
         emit("run-started", f"{len(todo)} of {len(session.cells)} cells to run", cells=len(session.cells), todo=len(todo))
         save()
         emit("model-loading", f"loading {plan.model}", model=plan.model)
+        if self.pause_in_load:
+            self._hold(cancel)
+        self.now += self.load_seconds
         if self.raise_at == "model":
+            message = self.raise_message or f"could not load {plan.model}: fake failure"
             session.status = "failed"
             for c in todo:
-                session.set_status(c["key"], "error", error="model could not be loaded: fake failure")
+                session.set_status(c["key"], "error", error=f"model could not be loaded: {message}")
             save()
-            raise RuntimeError(f"could not load {plan.model}: fake failure")
+            raise RuntimeError(message)
         emit("model-loaded", f"{plan.model} on cpu (float32) in 0.1s", device="cpu", dtype="float32", n_layers=30)
         samples_seen = 0
-        total = sum(c["samples_total"] for c in session.cells.values())
         try:
             for ds in plan.datasets:
                 groups = [(BASELINE_LABEL, "baseline", [1.0], None)]
@@ -157,17 +170,14 @@ class FakeRunner:
                             session.add_sample(k, rec)
                         save()
                         samples_seen += 1
-                        clock[0] += 0.5
+                        self.now += 0.5
                         if self.delay:
                             time.sleep(self.delay)
-                        done = sum(c["samples_total"] if c["status"] in ("done", "error", "unavailable") else c["samples_done"]
-                                   for c in session.cells.values())
+                        done, total = figures.sample_counts(session.cells.values())
                         emit("progress", f"{label}: {sid}", done=done, total=total, cell=next(iter(keys.values())),
-                             elapsed=clock[0])
-                        if self.pause_after is not None and samples_seen == self.pause_after:
-                            self.paused.set()
-                            while not (self.resume.is_set() or cancel.is_set()):
-                                time.sleep(0.005)
+                             elapsed=self.now - started)
+                        if samples_seen in self.pause_after:
+                            self._hold(cancel)
                     if cancel.is_set():
                         break
                     for k in keys.values():
@@ -184,8 +194,18 @@ class FakeRunner:
                 session.status = "finished" if session.finished() else "failed"
             save()
             emit("run-finished", session.status, status=session.status, failed=len(session.failed_cells()),
-                 elapsed=clock[0] or time.monotonic() - started)
+                 elapsed=self.now - started)
         return session
+
+
+    def _hold(self, cancel: threading.Event, limit: float = 20.0) -> None:
+        self.paused.set()
+        deadline = time.monotonic() + limit  # a failing test never resumes: do not keep its app from closing
+        while not (self.resume.is_set() or cancel.is_set() or time.monotonic() > deadline):
+            time.sleep(0.005)
+        self.resume.clear()
+        self.paused.clear()
+        self.holds += 1
 
 
 ORIGINAL = ("The committee met on Tuesday to discuss the budget for the coming year. After a long debate, "
@@ -209,17 +229,33 @@ def fixed_device() -> dict:
     return {"device": "cpu", "dtype": "float32", "name": "CPU", "memory_bytes": 16 * 2**30, "cpus": 8}
 
 
+FIXED_MEMORY = "memory 1.0 GiB (fixed in tests)"
+
+
+def fixed_model_check(spec: str) -> ModelCheck:
+    """The embedded model is available (whether or not its package is installed where the tests run); any other
+    spec is checked for real (a folder, a file; a hub id with the hub switched off by the test)."""
+    if spec == "smollm2-135m":
+        return ModelCheck(True, "embedded", KIND_TEXT["embedded"])
+    return check_model(spec)
+
+
 def make_app(tmp_path, runner: FakeRunner | None = None, **kwargs):
+    """The app as the tests drive it: every machine figure fixed (device, memory line, model check) and the
+    clock the fake runner's, so what the screens show depends on the test only."""
     from screens.app import WorkbenchApp
 
+    runner = runner or FakeRunner()
     if "sessions_dir" not in kwargs:
         kwargs["sessions_dir"] = tmp_path / "sessions"
     kwargs.setdefault("device_probe", fixed_device)
-    kwargs.setdefault("memory_probe", lambda: "RAM 1.0 GiB (process)")
+    kwargs.setdefault("memory_probe", lambda: FIXED_MEMORY)
+    kwargs.setdefault("model_check", fixed_model_check)
+    kwargs.setdefault("clock", lambda: runner.now)
     kwargs.setdefault("stamp", lambda: "test")
     kwargs.setdefault("theme", "textual-dark")
     kwargs.setdefault("preset", str(DEMO_PRESET))
-    return WorkbenchApp(run_fn=runner or FakeRunner(), **kwargs)
+    return WorkbenchApp(run_fn=runner, **kwargs)
 
 
 
@@ -230,6 +266,13 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await pilot.pause(0.02)
+
+
+async def setup_ready(pilot) -> None:
+    """Until Setup holds the plan and has checked it (its hidden tabs are built just after the first frame)."""
+    app = pilot.app
+    await wait_for(pilot, lambda: app.plan is not None and getattr(app.screen, "_filled", False), what="Setup to be filled")
+    await pilot.pause(0.05)
 
 
 async def run_to_end(pilot, timeout: float = 20.0) -> None:
@@ -246,3 +289,21 @@ def saved_session(path, runner: "FakeRunner | None" = None, plan_doc: dict | Non
 
     plan = parse_plan(plan_doc or DEMO_PLAN, source="test")
     return (runner or FakeRunner())(Session(plan, path), out=str(path) if path else None)
+
+
+def screen_text(app) -> list[str]:
+    """What the terminal shows now, as lines of text (from the app's own SVG screenshot)."""
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    rows: dict[float, list[tuple[float, str]]] = {}
+    for m in re.finditer(r'<text class="[^"]*" x="([\d.]+)" y="([\d.]+)" textLength="[\d.]+"[^>]*>(.*?)</text>', svg):
+        rows.setdefault(float(m[2]), []).append((float(m[1]), html.unescape(m[3])))
+    lines = []
+    for y in sorted(rows):
+        line = ""
+        for x, text in sorted(rows[y]):
+            line = line.ljust(round(x / 12.2)) + text
+        lines.append(line.replace("\xa0", " ").rstrip())
+    return lines

@@ -1,123 +1,93 @@
-"""Comparison tables of a session: seed 004's layout (Method, Rate, PPL, ΔPPL, ΔPPL%, …) as text,
-Markdown or CSV rows, shared by the headless mode and the exports of the TUI. No heavy imports."""
+"""A session's results as text: the fixed-width table of the headless mode, Markdown and CSV exports.
+
+The columns and how each value is written are :mod:`workbench.tables`' (the Results screen uses the same),
+the figures :mod:`workbench.figures`'. Rows come in the order given: the plan's by default, the order on
+screen when the app exports. No heavy imports.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
-import math
+from typing import Iterable
 
-from workbench.plan import BASELINE_LABEL
-
-COLUMNS = ("Method", "Rate", "PPL", "ΔPPL", "ΔPPL %", "Score", "ΔScore", "Kept", "KV bytes", "Time", "Path", "Status")
+from workbench import figures, tables
 
 
-def human_bytes(n: float | None) -> str:
-    if n is None:
-        return "—"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+def _cells(session, cells: Iterable[dict] | None) -> list[dict]:
+    return list(session.cells.values()) if cells is None else list(cells)
 
 
-def _num(value, fmt: str, signed: bool = False) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return format(value, ("+" if signed else "") + fmt)
-
-
-def cell_row(cell: dict) -> dict:
-    """One row of the comparison, values formatted for a terminal."""
-    baseline = cell["method"] == BASELINE_LABEL
-    rate = cell.get("rate")
-    if baseline:
-        rate_text = "1.00"
-    elif rate is None:
-        thr = (cell.get("params") or {}).get("threshold")
-        rate_text = f"thr {thr:g}" if isinstance(thr, (int, float)) else "—"
-    else:
-        rate_text = f"{rate:.2f}"
-    status = cell["status"]
-    if status in ("error", "unavailable"):
-        status = f"{status}: {cell.get('error') or cell.get('reason') or ''}".strip()
-    elif status != "done" and cell.get("samples_total"):
-        status = f"{status} {cell.get('samples_done', 0)}/{cell['samples_total']}"
-    return {
-        "Method": cell["method"],
-        "Rate": rate_text,
-        "PPL": _num(cell.get("ppl"), ".3f"),
-        "ΔPPL": "+0.000" if baseline and cell.get("ppl") is not None else _num(cell.get("delta_ppl"), ".3f", True),
-        "ΔPPL %": "+0.00%" if baseline and cell.get("ppl") is not None else (
-            _num(cell.get("delta_ppl_pct"), ".2f", True) + "%" if cell.get("delta_ppl_pct") is not None else "—"),
-        "Score": _num(cell.get("score"), ".3f"),
-        "ΔScore": "+0.000" if baseline and cell.get("score") is not None else _num(cell.get("delta_score"), ".3f", True),
-        "Kept": _num(cell.get("kept_fraction"), ".3f"),
-        "KV bytes": human_bytes(cell.get("kv_bytes")),
-        "Time": f"{cell['seconds']:.1f}s" if cell.get("seconds") else "—",
-        "Path": cell.get("path") or "—",
-        "Status": status,
-    }
-
-
-def rows_by_dataset(session) -> dict[str, list[dict]]:
+def by_dataset(cells: list[dict]) -> dict[str, list[dict]]:
+    """Cells grouped by dataset, datasets in order of first appearance, rows in the order given."""
     out: dict[str, list[dict]] = {}
-    for cell in session.cells.values():
+    for cell in cells:
         out.setdefault(cell["dataset"], []).append(cell)
     return out
 
 
-def text_table(session, max_status: int = 60) -> str:
-    """Fixed-width table per dataset, for stdout."""
+def _notes(cells: list[dict]) -> list[str]:
+    """Why cells failed, are unavailable or missed their rate: one line each, under a table."""
+    return [f"{c['method']} @ {tables.rate_text(c)}: {c['status']}: {tables.why(c)}" for c in cells if tables.why(c)]
+
+
+def text_table(session, cells: Iterable[dict] | None = None) -> str:
+    """Fixed-width table per dataset, for stdout; the cell counts and the reasons of failed cells under it."""
+    cells = _cells(session, cells)
+    columns = [c for c in tables.columns_for(cells, extra=("path",)) if c.key != "dataset"]
+    right = {c.key for c in columns if c.numeric}
     blocks = []
-    for dataset, cells in rows_by_dataset(session).items():
-        rows = [cell_row(c) for c in cells]
-        columns = [c for c in COLUMNS if c not in _empty_columns(rows)]
-        for r in rows:
-            if len(r["Status"]) > max_status:
-                r["Status"] = r["Status"][: max_status - 1] + "…"
-        widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
-        right = {"PPL", "ΔPPL", "ΔPPL %", "Kept", "KV bytes", "Time"}
-        right |= {"Score", "ΔScore"}
-        fmt = lambda r: "  ".join(r[c].rjust(widths[c]) if c in right else r[c].ljust(widths[c]) for c in columns).rstrip()
-        header = fmt({c: c for c in columns})
+    for dataset, rows in by_dataset(cells).items():
+        texts = [{c.key: c.text(cell) for c in columns} for cell in rows]
+        widths = {c.key: max(len(c.label), *(len(t[c.key]) for t in texts)) for c in columns}
+        fmt = lambda t: "  ".join(t[c.key].rjust(widths[c.key]) if c.key in right else t[c.key].ljust(widths[c.key])
+                                  for c in columns).rstrip()
+        header = fmt({c.key: c.label for c in columns})
         title = f"{session.plan.model} · {dataset} · {session.plan.protocol.name}"
-        blocks.append("\n".join([title, header, "-" * len(header), *(fmt(r) for r in rows)]))
-    return "\n\n".join(blocks) + "\n"
+        blocks.append("\n".join([title, header, "-" * len(header), *(fmt(t) for t in texts), *_notes(rows)]))
+    return "\n\n".join(blocks) + f"\n\n{tables.cells_text(cells)}\n"
 
 
-def _empty_columns(rows: list[dict]) -> set[str]:
-    """Perplexity columns of a task session, score columns of a perplexity session: left out of text tables."""
-    return {c for c in ("PPL", "ΔPPL", "ΔPPL %", "Score", "ΔScore") if all(r[c] in ("—", "+0.000", "+0.00%") for r in rows)}
-
-
-def markdown_table(session) -> str:
+def markdown_table(session, cells: Iterable[dict] | None = None) -> str:
+    """One Markdown table per dataset with the columns of the Results screen, then why cells failed."""
+    cells = _cells(session, cells)
+    columns = [c for c in tables.columns_for(cells) if c.key != "dataset"]
     lines = []
-    for dataset, cells in rows_by_dataset(session).items():
-        lines += [f"### {session.plan.model} · {dataset}", "", "| " + " | ".join(COLUMNS) + " |",
-                  "|" + "---|" * len(COLUMNS)]
-        lines += ["| " + " | ".join(cell_row(c)[col].replace("|", "\\|") for col in COLUMNS) + " |" for c in cells]
+    for dataset, rows in by_dataset(cells).items():
+        lines += [f"### {session.plan.model} · {dataset}", "", "| " + " | ".join(c.label for c in columns) + " |",
+                  "|" + "|".join("---:" if c.numeric else "---" for c in columns) + "|"]
+        lines += ["| " + " | ".join(c.text(cell).replace("|", "\\|") for c in columns) + " |" for cell in rows]
+        notes = _notes(rows)
+        if notes:
+            lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
-    return "\n".join(lines)
+    lines.append(tables.cells_text(cells))
+    return "\n".join(lines) + "\n"
 
 
 EXPORT_KEYS = ("model", "dataset", "method", "name", "family", "rate", "status", "path", "samples_done", "samples_total",
                "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_nll", "delta_ppl", "delta_ppl_pct", "kept_fraction",
                "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical", "prefill_seconds",
-               "scoring_seconds", "compression_seconds", "load_seconds", "seconds", "peak_memory_bytes", "score", "score_stderr",
-               "delta_score", "metric", "reason", "error")
+               "scoring_seconds", "compression_seconds", "load_seconds", "seconds", "seconds_per_sample", "peak_memory_bytes",
+               "score", "score_stderr", "delta_score", "metric", "reason", "error")
+_DELTAS = {"delta_nll": "nll", "delta_ppl": "ppl", "delta_ppl_pct": "ppl", "delta_score": "score"}
 
 
 def summary(cell: dict) -> dict:
-    """The cell without its per-sample list: the stable keys for --json and CSV."""
-    return {k: cell.get(k) for k in EXPORT_KEYS}
+    """The cell without its per-sample list: the stable keys for --json and CSV (the baseline's deltas are 0,
+    as every table shows them; ``seconds`` is the cell's total, ``seconds_per_sample`` the table's Time)."""
+    out = {k: cell.get(k) for k in EXPORT_KEYS}
+    for key, figure in _DELTAS.items():
+        out[key] = figures.against_baseline(cell, key, figure)
+    out["seconds_per_sample"] = figures.seconds_per_sample(cell)
+    return out
 
 
-def csv_text(session) -> str:
+def csv_text(session, cells: Iterable[dict] | None = None) -> str:
+    """One row per cell with the stable keys, raw numbers (no units), in the order given."""
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=EXPORT_KEYS)
     writer.writeheader()
-    for cell in session.cells.values():
+    for cell in _cells(session, cells):
         writer.writerow(summary(cell))
     return buf.getvalue()
