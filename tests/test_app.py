@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import threading
 
-import pytest
 
 from test_app_fakes import DEMO_PLAN, FakeRunner, make_app, run_to_end, saved_session, wait_for
 from workbench import tables

@@ -1,8 +1,8 @@
 """Can this model be loaded here? A check without loading it: the Setup screen runs it in a worker thread as
 the user types, so an unknown hub id is flagged before a run starts instead of 13 s after.
 
-It calls the loader's own offline checks (workbench/models.py: the shape of the spec, the embedded model's
-package, whether the hub is offline or reachable) and adds one look at the Hugging Face cache, and, with
+It calls the loader's own checks (workbench/models: the shape of the spec, the embedded model's package;
+workbench/hub: whether the hub is offline or reachable) and adds one look at the Hugging Face cache, and, with
 the hub reachable and the id not cached, one question to the hub. Imports neither torch nor transformers;
 ``huggingface_hub`` only for a hub id.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench import models
+from workbench import hub, models
 
 KIND_TEXT = {"embedded": "embedded model, works offline", "gguf": "GGUF file (de-quantised once, then cached)",
              "folder": "local Hugging Face folder"}
@@ -34,7 +34,7 @@ def check_model(spec: str) -> ModelCheck:
         return ModelCheck(False, None, str(err))
     if kind == "embedded":
         try:
-            models._embedded_gguf(spec.strip().lower())  # the package and its file, without importing it
+            models.embedded_gguf(spec.strip().lower())  # the package and its file, without importing it
         except models.ModelLoadError as err:
             return ModelCheck(False, kind, str(err))
     if kind != "hub":
@@ -53,9 +53,9 @@ def _check_hub(model_id: str) -> ModelCheck:
         return ModelCheck(True, "hub", "Hugging Face hub id, in the local cache (works offline)")
     fix = (f"download it once with `hf download {model_id}` where the hub is reachable, set HF_HOME to a cache that "
            "has it, or pass a local folder or .gguf file")
-    if models._hf_offline():
+    if hub.hf_offline():
         return ModelCheck(False, "hub", f"'{model_id}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set: {fix}.")
-    if not models.hub_reachable():
+    if not hub.hub_reachable():
         return ModelCheck(False, "hub", f"'{model_id}' is not in the local Hugging Face cache and the hub cannot be reached "
                                         f"from here: {fix}.")
     return _ask_hub(model_id)
