@@ -96,7 +96,10 @@ class SetupScreen(Screen):
         self.query_one("#summary", Static).update(self.app.plan_error or "loading the plan…")
         self.watch(self.app, "plan_version", lambda _: self.refill(), init=False)
         self.watch(self.app, "device_version", lambda _: self._device_line(), init=False)
-        self.set_timer(0.05, self._build_hidden_tabs)
+        if self.app.is_headless:
+            self.call_after_refresh(self._build_hidden_tabs)
+        else:  # after the first frame is out (see WorkbenchApp.on_mount)
+            self.call_after_refresh(self.set_timer, 0.1, self._build_hidden_tabs)
 
     def _build_hidden_tabs(self) -> None:
         # After the first frame is on the terminal: the engine's tables (presets, datasets, the method
