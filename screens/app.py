@@ -90,6 +90,8 @@ class WorkbenchApp(RunFlows, SessionFlows, App):
         self.committed_plan: Plan | None = None  # the plan as loaded, run or saved: Setup edits differ from it
         self.plan_edited = False  # Setup holds edits that no file has (opening a session asks first)
         self.model_problem: str | None = None  # Setup's model check: why the model cannot be loaded here
+        self.model_checking = False  # Setup's model check is under way (ctrl+r then waits for it)
+        self.run_after_model_check = False
         self.session: Session | None = None
         self.cells: dict[str, dict] = {}  # the UI's copy of the session's cells
         self.results_sort: tuple[str, bool] = ("rate", True)  # Results' sort (column key, descending): exports follow it
