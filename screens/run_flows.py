@@ -64,8 +64,8 @@ class RunFlows:
             self.run_after_model_check = True
             self.notify("checking whether the model can be loaded here; the run starts once it is known")
             return
-        if self.model_problem:
-            self.notify(self.model_problem, title="the model is not available here", severity="error", timeout=10)
+        if self.model_problem:  # the whole message is on Setup, under the model field: the toast only points there
+            self.notify("the model cannot be loaded here: Setup says why", severity="error", timeout=4)
             self.switch_mode("setup")
             return
         session = self.resumable()
