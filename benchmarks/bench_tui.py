@@ -222,6 +222,9 @@ async def _stall(kind: str, seconds: float, folder: Path) -> dict:
             app.replace_plan(plan)
             await pilot.pause(0.2)
             app.action_start_run()
+            deadline = time.perf_counter() + 30
+            while not app.run_state.active and time.perf_counter() < deadline:  # (Setup's model check answers first)
+                await asyncio.sleep(0.05)
             while app.run_state.status == "running" and app.run_state.model == "":
                 await asyncio.sleep(0.05)
             while app.run_state.active and "loading" in app.run_state.model:  # model loading is not the UI's cost
