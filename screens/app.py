@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from workbench.plan import Plan
     from workbench.session import Session
 
+AFTER_FIRST_FRAME = 0.1  # seconds after the first frame is composed: the time its writing out takes, roughly
 RunFn = Callable[..., "Session"]  # run(plan_or_session, on_event, cancel, out=None) -> Session
 
 
@@ -89,6 +90,8 @@ class WorkbenchApp(RunFlows, SessionFlows, App):
         self.committed_plan: Plan | None = None  # the plan as loaded, run or saved: Setup edits differ from it
         self.plan_edited = False  # Setup holds edits that no file has (opening a session asks first)
         self.model_problem: str | None = None  # Setup's model check: why the model cannot be loaded here
+        self.model_checking = False  # Setup's model check is under way (ctrl+r then waits for it)
+        self.run_after_model_check = False
         self.session: Session | None = None
         self.cells: dict[str, dict] = {}  # the UI's copy of the session's cells
         self.results_sort: tuple[str, bool] = ("rate", True)  # Results' sort (column key, descending): exports follow it
@@ -105,10 +108,13 @@ class WorkbenchApp(RunFlows, SessionFlows, App):
     # -- start-up ----------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        # The preset, the device probe and the hidden views wait until the first frame is on the terminal:
-        # parsing the preset imports the method tables and the model resolver, and every bit of work on
-        # the main thread right after the first frame delays its writing out.
-        self.set_timer(0.05, self._start)
+        # The preset and the device probe wait until the first frame is out: parsing the preset imports the
+        # method tables and the model resolver, and work on the main thread right after the first frame is
+        # composed keeps Textual's writer thread from sending it to the terminal (it waits for the GIL).
+        if self.is_headless:  # no terminal to write to (tests): nothing to wait for
+            self.call_after_refresh(self._start)
+        else:
+            self.call_after_refresh(self.set_timer, AFTER_FIRST_FRAME, self._start)
 
     def _start(self) -> None:
         from workbench.plan import PlanError, load_preset

@@ -179,10 +179,10 @@ class CompareScreen(Screen):
                     row.append(Text("—", style="dim", justify="right"))
                     continue
                 style = "bold green" if v == best else "bold red" if v == worst else ""
-                row.append(Text(f"{v:.3f}", style=style, justify="right"))
+                row.append(Text(tables.value_text(metric, v), style=style, justify="right"))
             if len(names) == 2:
                 a, b = values
                 diff = b - a if isinstance(a, (int, float)) and isinstance(b, (int, float)) else None
-                row.append(Text("—" if diff is None else f"{diff:+.3f}", style="bold yellow" if differs else "dim",
+                row.append(Text(tables.value_text(metric, diff, signed=True), style="bold yellow" if differs else "dim",
                                 justify="right"))
             table.add_row(*row)

@@ -36,7 +36,7 @@ def _real_run(target, on_event, cancel, out=None):
 
 
 class RunFlows:
-    """Needs from the app: plan, plan_error, plan_edited, model_problem, session, cells, run_state, run_fn, clock,
+    """Needs from the app: plan, plan_error, plan_edited, model_problem, model_checking, run_after_model_check, session, cells, run_state, run_fn, clock,
     progress_interval, default_path(), show_session(), commit_plan(), switch_mode(), push_screen(), notify()."""
 
     # -- starting ----------------------------------------------------------------------------------
@@ -60,8 +60,12 @@ class RunFlows:
             self.notify(f"the plan is not valid yet: {self.plan_error}", severity="error", timeout=8)
             self.switch_mode("setup")
             return
-        if self.model_problem:
-            self.notify(self.model_problem, title="the model is not available here", severity="error", timeout=10)
+        if self.model_checking:  # Setup is still finding out whether the model loads here: run once it knows
+            self.run_after_model_check = True
+            self.notify("checking whether the model can be loaded here; the run starts once it is known")
+            return
+        if self.model_problem:  # the whole message is on Setup, under the model field: the toast only points there
+            self.notify("the model cannot be loaded here: Setup says why", severity="error", timeout=4)
             self.switch_mode("setup")
             return
         session = self.resumable()
@@ -77,6 +81,13 @@ class RunFlows:
                                      [("resume", "Resume", "r"), ("fresh", "Start fresh", "f")]),
                          lambda answer: self.start_run(session) if answer == "resume"
                          else self.start_fresh() if answer == "fresh" else None)
+
+    def model_checked(self) -> None:
+        """Setup's model check answered: a ctrl+r pressed while it ran goes ahead now (or is refused)."""
+        self.model_checking = False
+        if self.run_after_model_check:
+            self.run_after_model_check = False
+            self.action_start_run()
 
     def start_fresh(self) -> None:
         from workbench.session import Session

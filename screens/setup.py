@@ -10,6 +10,7 @@ the engine's tables (presets, datasets, methods) are imported and the other tabs
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from textual import work
@@ -90,13 +91,15 @@ class SetupScreen(Screen):
         self._preset_value = None
         self._ready = False  # the hidden tabs are built
         self._filled = False  # the form holds a plan: before that, checking it would only report empty fields
-        self._model_timer = None
         self._model_spec: str | None = None  # the spec the model line is about
         self._model_checks: dict[str, object] = {}  # hub ids checked (the slow ones): spec -> ModelCheck
         self.query_one("#summary", Static).update(self.app.plan_error or "loading the plan…")
         self.watch(self.app, "plan_version", lambda _: self.refill(), init=False)
         self.watch(self.app, "device_version", lambda _: self._device_line(), init=False)
-        self.set_timer(0.05, self._build_hidden_tabs)
+        if self.app.is_headless:
+            self.call_after_refresh(self._build_hidden_tabs)
+        else:  # after the first frame is out (see WorkbenchApp.on_mount)
+            self.call_after_refresh(self.set_timer, 0.1, self._build_hidden_tabs)
 
     def _build_hidden_tabs(self) -> None:
         # After the first frame is on the terminal: the engine's tables (presets, datasets, the method
@@ -138,11 +141,15 @@ class SetupScreen(Screen):
         self.fill(self.app.plan)
 
     def fill(self, plan: "Plan") -> None:
-        from screens.methods_pane import MethodsPane
+        from screens.methods_pane import MethodsPane, entries_from_plan
 
         # Each value set below would post a Changed message and re-check the plan; check once at the end.
         with self.prevent(Input.Changed, Checkbox.Changed, Select.Changed, MethodsPane.Changed):
             self._fill(plan)
+        # Outside the block: the method editor's inputs are built here, and a widget built inside a prevent
+        # block keeps the block open until it is mounted; Textual's stack of prevented messages is shared by
+        # every task, so meanwhile an edit anywhere (an Input.Changed) was dropped.
+        self.query_one(MethodsPane).set_entries(entries_from_plan(plan))
         self._filled = True
         self._toggle_rows()
         self.validate()
@@ -150,8 +157,6 @@ class SetupScreen(Screen):
     def _fill(self, plan: "Plan") -> None:
         from workbench.datasets import list_datasets
         from workbench.plan import preset_names
-        from screens.methods_pane import MethodsPane, entries_from_plan
-
         q = self.query_one
         self._preset_value = plan.name if plan.name in preset_names() else None
         q("#preset", Select).value = self._preset_value if self._preset_value else Select.NULL
@@ -184,7 +189,6 @@ class SetupScreen(Screen):
         q("#question-aware", Checkbox).value = bool(getattr(p, "question_aware", False))
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
         q("#batch-size", Input).value = str(plan.batch_size)
-        q(MethodsPane).set_entries(entries_from_plan(plan))
 
     # -- form → plan -------------------------------------------------------------------------------
 
@@ -233,7 +237,7 @@ class SetupScreen(Screen):
             return
         cells, passes = len(plan.cells()), plan.forward_passes()
         samples = sum(d.samples for d in plan.datasets)
-        checking = " (checking the model…)" if self._model_spec not in self._model_checks and self._model_timer else ""
+        checking = " (checking the model…)" if self.app.model_checking else ""
         self._summary(f"✓ {plan.name}: {len(plan.methods)} methods × {len(plan.rates)} rates × {len(plan.datasets)} "
                       f"dataset(s) = {cells} cells · {samples} samples per cell · ≈{passes['total']} forward passes "
                       f"— ctrl+r runs it{checking}")
@@ -266,38 +270,41 @@ class SetupScreen(Screen):
         if spec == self._model_spec:
             return
         self._model_spec = spec
-        if self._model_timer is not None:
-            self._model_timer.stop()
-            self._model_timer = None
         if spec in self._model_checks:
             self._show_model_check(spec, self._model_checks[spec])
+            self.app.model_checked()
             return
         self.app.model_problem = None
+        self.app.model_checking = True
         self.query_one("#model-kind", Static).update(f"checking whether {spec or 'the model'} can be loaded here…")
-        self._model_timer = self.set_timer(MODEL_CHECK_DELAY, lambda: self._check_model(spec))
+        self._check_model(spec)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="model-check")
     def _check_model(self, spec: str):
         from workbench.model_check import check_model
 
+        time.sleep(MODEL_CHECK_DELAY)  # typing on: a newer check replaces this one, whose answer is then ignored
         return spec, (self.app.model_check or check_model)(spec)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "model-check" or event.state not in (WorkerState.SUCCESS, WorkerState.ERROR):
             return
         event.stop()
-        self._model_timer = None
         if event.state == WorkerState.ERROR:  # the check itself broke: say so, do not block a run on it
+            self.app.model_checking = False
             self.query_one("#model-kind", Static).update(f"(could not check the model: {event.worker.error})")
             self._plan_summary()
+            self.app.model_checked()
             return
         spec, check = event.worker.result
         if check.kind == "hub":
             self._model_checks[spec] = check  # a hub answer took seconds; folders and files are re-checked
         if spec == self._model_spec:
             self._show_model_check(spec, check)
+            self.app.model_checked()
 
     def _show_model_check(self, spec: str, check) -> None:
+        self.app.model_checking = False
         self.app.model_problem = None if check.ok else check.message
         self.query_one("#model-kind", Static).update(("✓ " if check.ok else "✗ ") + check.message)
         self.query_one("#model", Input).set_class(not check.ok, "-invalid")

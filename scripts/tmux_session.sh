@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Drive the real terminal app in a real terminal (tmux): setup → run → results on the embedded model
-# smollm2-135m with a small plan, saving what the screen shows (tmux capture-pane) into a folder.
+# Drive the real terminal app in a real terminal (tmux) as a newcomer would: setup (an unknown hub model is
+# flagged, ctrl+n through the tabs) → run → cancel → ctrl+r offers resume → results, export, inspect, help,
+# on the embedded model smollm2-135m with a small plan, saving what the screen shows (tmux capture-pane).
 #
 #   scripts/tmux_session.sh OUT_DIR            # 80×24, the smallest size the app must be usable at
-#   COLS=120 ROWS=40 scripts/tmux_session.sh OUT_DIR
+#   COLS=200 ROWS=50 scripts/tmux_session.sh OUT_DIR
 #
 # Needs tmux: if it is missing, the script installs it with apt-get (as root or through sudo). It runs
 # offline (the embedded model ships in a pip package); the first use of the model de-quantises it once
@@ -30,7 +31,10 @@ fi
 
 WORK=$(mktemp -d -t workbench-tmux-XXXXXX)
 SESSION="workbench-$$"
-# A small plan: two samples of 256 context tokens + 32 scored, three presses at two rates (7 cells).
+TMUX_SOCKET="workbench-walk-$$"  # a tmux server of its own: other tmux sessions on the machine are never touched
+tmux() { command tmux -L "$TMUX_SOCKET" "$@"; }
+# A small plan: two samples of 256 context tokens + 32 scored, three presses and a prompt compressor at two
+# rates (9 cells).
 cat > "$WORK/small.json" <<'JSON'
 {
   "name": "tmux-small",
@@ -39,11 +43,11 @@ cat > "$WORK/small.json" <<'JSON'
   "datasets": [{"name": "wikitext2", "samples": 2, "seed": 0}],
   "protocol": {"name": "context-continuation", "context_tokens": 256, "continuation_tokens": 32},
   "rates": [0.5, 0.25],
-  "methods": ["knorm", "streaming-llm", "snapkv"]
+  "methods": ["knorm", "streaming-llm", "snapkv", {"name": "random", "family": "prompt"}]
 }
 JSON
 
-cleanup() { tmux kill-session -t "$SESSION" 2>/dev/null || true; }
+cleanup() { tmux kill-server 2>/dev/null || true; }
 trap cleanup EXIT
 
 N=0
@@ -78,7 +82,19 @@ echo "first frame seen after $(( ($(date +%s%N) - START) / 1000000 )) ms (tmux s
 wait_for "cells" 30
 capture "setup-quickstart"
 
-# Setup: load the small plan from a file (ctrl+l opens the dialog), then look at every tab.
+# Setup: a hub id that is not cached (offline) is flagged in place before anything runs.
+tmux send-keys -t "$SESSION" Tab Tab Tab Tab Tab  # nothing focused at first: tabs, preset, Load file, Plan name, Model
+keys C-a C-k
+tmux send-keys -t "$SESSION" -l "nonexistent-org/no-such-model"
+wait_for "not in the local" 20
+capture "setup-unknown-model"
+keys C-r  # refused on Setup: the run would fail on loading
+capture "setup-unknown-model-ctrl-r"
+keys C-a C-k
+tmux send-keys -t "$SESSION" -l "smollm2-135m"
+wait_for "✓ embedded" 10
+
+# Setup: load the small plan from a file (ctrl+l opens the dialog), then every tab with ctrl+n.
 keys C-l
 wait_for "Load a plan into Setup" 10
 tmux send-keys -t "$SESSION" -l "$WORK/small.json"
@@ -90,25 +106,40 @@ keys C-n
 capture "setup-datasets"
 keys C-n
 capture "setup-methods"
-keys C-n
+keys Down Down Down
+keys C-n  # from inside the methods list
 capture "setup-rates"
 
-# Run: ctrl+r starts the worker; the progress view follows it.
+# Run: ctrl+r starts the worker; the progress view follows it. Escape cancels after the first samples.
 keys C-r
 wait_for "running" 20
 capture "run-loading"
 wait_for " [1-9][0-9]*/[0-9]+ samples" "$TIMEOUT" -E  # the first sample is done
-sleep 3.5
+sleep 2
 capture "run-progress"
-wait_for "finished ·" "$TIMEOUT"
+keys Escape
+wait_for "cancelled after" 120
+sleep 6.5
+capture "run-cancelled"
+keys C-r  # a cancelled session: resume or start fresh?
+wait_for "Resume" 10
+capture "resume-offer"
+keys r
+wait_for "finished in" "$TIMEOUT"
 sleep 6.5  # the "run finished" notification passes
 capture "run-finished"
 
-# Results: the table, then the plots.
+# Results: the table, the plots, the export dialog (rows in the order shown; JSON offers a new name).
 keys F4
 capture "results-table"
 keys p
 capture "results-plots"
+keys C-e
+wait_for "Export results" 10
+capture "export"
+keys Escape
+keys F6
+capture "inspect"
 keys F1
 capture "help"
 keys Escape

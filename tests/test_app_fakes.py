@@ -271,13 +271,16 @@ async def wait_for(pilot, condition, timeout: float = 10.0, what: str = "conditi
 async def setup_ready(pilot) -> None:
     """Until Setup holds the plan and has checked it (its hidden tabs are built just after the first frame)."""
     app = pilot.app
-    await wait_for(pilot, lambda: app.plan is not None and getattr(app.screen, "_filled", False), what="Setup to be filled")
+    await wait_for(pilot, lambda: app.plan is not None and getattr(app.screen, "_filled", False) and not app.model_checking,
+                   what="Setup to be filled and its model checked")
     await pilot.pause(0.05)
 
 
 async def run_to_end(pilot, timeout: float = 20.0) -> None:
     """Start nothing; wait until the current run's worker is over and its outcome handled."""
     app = pilot.app
+    await wait_for(pilot, lambda: not app.run_after_model_check, timeout, "a ctrl+r waiting for the model check")
+    await pilot.pause(0.05)
     await wait_for(pilot, lambda: not app.run_state.active and not any(w.group == "run" and not w.is_finished
                                                                         for w in app.workers), timeout, "the run to end")
     await pilot.pause(0.05)

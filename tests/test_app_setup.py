@@ -166,3 +166,46 @@ def test_the_results_detail_line_says_what_a_row_is(tmp_path):
             assert text(results.query_one("#detail")).startswith("random-kv = random (KV press) on wikitext2")
 
     drive(go())
+
+
+def test_ctrl_r_during_the_model_check_waits_for_its_answer(tmp_path):
+    import threading
+    import time
+
+    from workbench.model_check import ModelCheck
+
+    answered = threading.Event()
+
+    def slow_check(spec: str) -> ModelCheck:
+        answered.wait(10)  # the hub probe: seconds
+        ok = spec == "smollm2-135m"
+        return ModelCheck(ok, "hub" if "/" in spec else "embedded", "fine" if ok else f"'{spec}' is not cached here")
+
+    runner = FakeRunner()
+
+    async def go():
+        app = make_app(tmp_path, runner, model_check=slow_check)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.plan is not None and app.screen._filled, what="Setup")
+            app.screen.query_one("#model").value = "someone/unknown-model"
+            await pilot.pause(0.5)  # the check has started and waits
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            assert runner.calls == [] and app.run_after_model_check
+            answered.set()
+            await wait_for(pilot, lambda: not app.model_checking, what="the check")
+            await pilot.pause()
+            assert runner.calls == [] and app.model_problem == "'someone/unknown-model' is not cached here"
+            answered.clear()
+            app.screen.query_one("#model").value = "smollm2-135m"
+            await pilot.pause(0.5)
+            await pilot.press("ctrl+r")
+            await pilot.pause()
+            assert runner.calls == []
+            started = time.monotonic()
+            answered.set()
+            await wait_for(pilot, lambda: runner.calls, what="the run, once the check said yes")
+            assert time.monotonic() - started < 5
+            await run_to_end(pilot)
+
+    drive(go())

@@ -32,6 +32,7 @@ async def settle(pilot) -> None:
     await wait_for(pilot, lambda: app.device_info is not None, what="the device probe")
     await wait_for(pilot, lambda: app.plan is not None and (app._initial is None or app.session is not None),
                    what="the plan (and the session) to load")
+    await wait_for(pilot, lambda: not app.model_checking, what="Setup's model check")
     await pilot.pause(0.1)
     app.clear_notifications()
     await pilot.pause(0.1)

@@ -78,6 +78,19 @@ def method_text(cell: dict) -> str:
     return f"{cell['method']} = {name} ({family})" if name and name != cell["method"] else f"{cell['method']} ({family})"
 
 
+# How a figure is written wherever it appears (a table cell, Compare's columns): format, signed, suffix.
+VALUE_FORMATS: dict[str, tuple[str, bool, str]] = {
+    "kept": (".3f", False, ""), "ppl": (".3f", False, ""), "dppl": (".3f", True, ""), "dpct": (".1f", True, "%"),
+    "score": (".3f", False, ""), "dscore": (".3f", True, ""), "tokens": (".1f", False, ""), "time": (".2f", False, "s"),
+}
+
+
+def value_text(key: str, value: Any, signed: bool | None = None) -> str:
+    """``value`` of the figure ``key`` as every view writes it; ``signed`` forces a sign (a difference)."""
+    fmt, sign, suffix = VALUE_FORMATS.get(key, (".3f", False, ""))
+    return number(value, fmt, sign if signed is None else signed, suffix)
+
+
 @dataclass(frozen=True)
 class Column:
     key: str
@@ -96,15 +109,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("dataset", "Dataset", lambda c: c["dataset"], lambda c: c["dataset"], False),
     Column("method", "Method", lambda c: c["method"], lambda c: c["method"], False),
     Column("rate", "Rate", figures.rate_of, rate_text),
-    Column("kept", "Kept", lambda c: c.get("kept_fraction"), lambda c: number(c.get("kept_fraction"), ".3f"), keep=4),
-    Column("ppl", "PPL", lambda c: c.get("ppl"), lambda c: number(c.get("ppl"), ".3f"), keep=5),
-    Column("dppl", "ΔPPL", _delta("delta_ppl"), lambda c: number(_delta("delta_ppl")(c), ".3f", True)),
-    Column("dpct", "ΔPPL %", _delta("delta_ppl_pct"), lambda c: number(_delta("delta_ppl_pct")(c), ".1f", True, "%"), keep=1),
-    Column("score", "Score", lambda c: c.get("score"), lambda c: number(c.get("score"), ".3f")),
-    Column("dscore", "ΔScore", _delta("delta_score", "score"), lambda c: number(_delta("delta_score", "score")(c), ".3f", True)),
+    Column("kept", "Kept", lambda c: c.get("kept_fraction"), lambda c: value_text("kept", c.get("kept_fraction")), keep=4),
+    Column("ppl", "PPL", lambda c: c.get("ppl"), lambda c: value_text("ppl", c.get("ppl")), keep=5),
+    Column("dppl", "ΔPPL", _delta("delta_ppl"), lambda c: value_text("dppl", _delta("delta_ppl")(c))),
+    Column("dpct", "ΔPPL %", _delta("delta_ppl_pct"), lambda c: value_text("dpct", _delta("delta_ppl_pct")(c)), keep=1),
+    Column("score", "Score", lambda c: c.get("score"), lambda c: value_text("score", c.get("score"))),
+    Column("dscore", "ΔScore", _delta("delta_score", "score"), lambda c: value_text("dscore", _delta("delta_score", "score")(c))),
     Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")), keep=2),
-    Column("time", "Time/sample", figures.seconds_per_sample, lambda c: number(figures.seconds_per_sample(c), ".2f", suffix="s"),
-           keep=3),
+    Column("time", "Time/sample", figures.seconds_per_sample, lambda c: value_text("time", figures.seconds_per_sample(c)), keep=3),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
     Column("path", "Path", lambda c: c.get("path") or "", lambda c: c.get("path") or MISSING, False),
