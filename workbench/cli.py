@@ -287,20 +287,25 @@ class _Progress:
     def __init__(self):
         self.tty = sys.stderr.isatty()
         self.last = 0.0
+        self.first: tuple[float, int] | None = None  # (time, samples done) at the first progress of this run
 
     def __call__(self, event) -> None:
         if event.kind == "progress":
             now = time.monotonic()
+            done, total = event.data["done"], max(event.data["total"], 1)
+            if self.first is None:
+                self.first = (now, done)
             if not self.tty or now - self.last < 0.1:
                 return
             self.last = now
-            done, total = event.data["done"], max(event.data["total"], 1)
             width = 30
             filled = int(width * done / total)
             elapsed = event.data["elapsed"]
-            eta = elapsed / done * (total - done) if done else 0
+            # The pace of this run's samples (model loading and what a resumed session had done excluded).
+            t0, done0 = self.first
+            eta = f"{(now - t0) / (done - done0) * (total - done):4.0f}s" if done > done0 else "   ?"
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                             f"{elapsed:5.0f}s eta {eta:4.0f}s {event.message[:40]:40s}")
+                             f"{elapsed:5.0f}s eta {eta} {event.message[:40]:40s}")
             sys.stderr.flush()
         elif event.kind in ("cell-finished",):
             cell = event.data["cell"]

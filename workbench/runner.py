@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from workbench import environment, families, metrics, protocols, schedule
+from workbench import environment, families, figures, metrics, protocols, schedule
 from workbench.families.base import UnsupportedMethod
 from workbench.plan import CellSpec, MethodSpec, Plan
 from workbench.session import Session, scrub
@@ -71,9 +71,7 @@ class _Run:
             self.session.save()
 
     def progress(self, cell_key: str | None = None, message: str = "") -> None:
-        cells = self.session.cells.values()
-        total = sum(c["samples_total"] for c in cells)
-        done = sum(c["samples_total"] if c["status"] in ("done", "error", "unavailable") else c["samples_done"] for c in cells)
+        done, total = figures.sample_counts(self.session.cells.values())
         self.emit(Event("progress", message, {"done": done, "total": total, "cell": cell_key,
                                               "elapsed": time.monotonic() - self.started}))
 
