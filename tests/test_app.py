@@ -8,7 +8,8 @@ import sys
 import threading
 
 
-from test_app_fakes import DEMO_PLAN, FakeRunner, make_app, run_to_end, saved_session, wait_for
+from test_app_fakes import (DEMO_PLAN, FakeRunner, highlight_method, make_app, run_and_show_results, run_to_end, saved_session,
+                            wait_for)
 from workbench import tables
 from workbench.plan import load_preset, parse_plan
 from workbench.session import Session
@@ -149,20 +150,15 @@ def test_methods_toggle_with_space_and_parameters_are_edited_in_place(tmp_path):
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
             setup = app.screen
-            setup.query_one("#tabs").active = "tab-methods"
-            await pilot.pause()
-            methods = setup.query_one("#methods")
+            methods = await highlight_method(pilot, setup, "observed-attention")
             methods.focus()
-            labels = [str(methods.get_option_at_index(i).prompt) for i in range(methods.option_count)]
-            methods.highlighted = labels.index("observed-attention")
             await pilot.pause()
             await pilot.press("space")
             await pilot.pause()
             assert "observed-attention" in [m.label for m in app.plan.methods]
             assert len(app.plan.cells()) == 22
             # The editor shows the highlighted method's parameters; n_sink of streaming-llm set to 8.
-            methods.highlighted = labels.index("streaming-llm")
-            await pilot.pause()
+            await highlight_method(pilot, setup, "streaming-llm")
             n_sink = next(i for i in setup.query("#editor Input") if i.name.endswith("|n_sink"))
             n_sink.value = "8"
             await pilot.pause()
@@ -421,11 +417,7 @@ def test_results_sort_by_column_keys(tmp_path):
         app = make_app(tmp_path)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause()
-            await pilot.press("ctrl+r")
-            await run_to_end(pilot)
-            await pilot.press("f4")
-            await pilot.pause()
-            results = app.screen
+            results = await run_and_show_results(pilot)
             index = [c.key for c in results.columns].index("dppl")
             await pilot.press(str(index + 1))
             await pilot.pause()

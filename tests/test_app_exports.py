@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from test_app_fakes import BASE_NLL, FakeRunner, make_app, run_to_end, wait_for
+from test_app_fakes import BASE_NLL, FakeRunner, make_app, run_and_show_results, run_to_end, wait_for
 from workbench.session import Session
 
 FAILING = dict(fail={"snapkv": "RuntimeError: shapes do not match"}, unavailable={"tova": "needs the hub"})
@@ -36,11 +36,7 @@ def export(tmp_path, fmt: str, path: str | None = None):
         app = make_app(tmp_path, FakeRunner(**FAILING))
         async with app.run_test(size=(120, 40)) as pilot:
             await pilot.pause()
-            await pilot.press("ctrl+r")
-            await run_to_end(pilot)
-            await pilot.press("f4")
-            await pilot.pause()
-            results = app.screen
+            results = await run_and_show_results(pilot)
             column = [c.key for c in results.columns].index("dppl") + 1
             await pilot.press(str(column), str(column))  # sort by ΔPPL, then reverse: largest first
             await pilot.pause()

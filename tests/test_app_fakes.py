@@ -286,6 +286,26 @@ async def run_to_end(pilot, timeout: float = 20.0) -> None:
     await pilot.pause(0.05)
 
 
+async def run_and_show_results(pilot):
+    """ctrl+r, wait for the run to end, show Results (F4); returns the Results screen."""
+    await pilot.press("ctrl+r")
+    await run_to_end(pilot)
+    await pilot.press("f4")
+    await pilot.pause()
+    return pilot.app.screen
+
+
+async def highlight_method(pilot, setup, name: str):
+    """Show Setup's Methods tab with ``name`` highlighted in its list; returns the list."""
+    setup.query_one("#tabs").active = "tab-methods"
+    await pilot.pause()
+    methods = setup.query_one("#methods")
+    labels = [str(methods.get_option_at_index(i).prompt) for i in range(methods.option_count)]
+    methods.highlighted = labels.index(name)
+    await pilot.pause()
+    return methods
+
+
 def saved_session(path, runner: "FakeRunner | None" = None, plan_doc: dict | None = None) -> Session:
     """A finished fake session, written to ``path`` when given (for open / compare tests)."""
     from workbench.plan import parse_plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from test_app_fakes import FakeRunner, make_app, run_to_end, setup_ready, wait_for
+from test_app_fakes import FakeRunner, highlight_method, make_app, run_and_show_results, run_to_end, setup_ready, wait_for
 
 
 def drive(coro):
@@ -78,12 +78,7 @@ def test_plan_errors_name_the_method_and_field_as_setup_shows_them(tmp_path):
         async with app.run_test(size=(100, 30)) as pilot:
             await setup_ready(pilot)
             setup = app.screen
-            setup.query_one("#tabs").active = "tab-methods"
-            await pilot.pause()
-            methods = setup.query_one("#methods")
-            labels = [str(methods.get_option_at_index(i).prompt) for i in range(methods.option_count)]
-            methods.highlighted = labels.index("snapkv")
-            await pilot.pause()
+            await highlight_method(pilot, setup, "snapkv")
             rates = next(i for i in setup.query("#editor Input") if i.name.endswith("|rates"))
             rates.value = "0.5, 2"
             await pilot.pause()
@@ -152,11 +147,7 @@ def test_the_results_detail_line_says_what_a_row_is(tmp_path):
         app = make_app(tmp_path)
         async with app.run_test(size=(120, 30)) as pilot:
             await pilot.pause()
-            await pilot.press("ctrl+r")
-            await run_to_end(pilot)
-            await pilot.press("f4")
-            await pilot.pause()
-            results = app.screen
+            results = await run_and_show_results(pilot)
             results.query_one("DataTable").move_cursor(row=[c["method"] for c in results.order].index("baseline"))
             await pilot.pause()
             detail = text(results.query_one("#detail"))
