@@ -10,7 +10,7 @@ import pytest
 
 from conftest import embedded_model_available
 from workbench.plan import PlanError, load_preset, parse_plan
-from workbench.preflight import EMBEDDED_POSITIONS, preflight
+from workbench.preflight import preflight
 
 
 def tiny(model, **patch) -> dict:
@@ -50,8 +50,8 @@ def test_the_embedded_positions_match_its_gguf_header():
 
     from workbench.models import EMBEDDED_MODELS
 
-    for name, positions in EMBEDDED_POSITIONS.items():
-        entry = EMBEDDED_MODELS[name]
+    for entry in EMBEDDED_MODELS.values():
+        positions = entry.positions
         folder = importlib.util.find_spec(entry.package).submodule_search_locations[0]
         field = GGUFReader(pathlib.Path(folder) / entry.filename).fields["llama.context_length"]
         assert int(field.parts[field.data[0]][0]) == positions

@@ -134,7 +134,7 @@ def continuation_nlls(model, cache, continuation_ids: torch.Tensor, start_positi
     return nll, n, time.perf_counter() - start
 
 
-def token_nlls(logits: torch.Tensor, targets: torch.Tensor, rows_per_block: int = 512) -> torch.Tensor:
+def token_nlls(logits: torch.Tensor, targets: torch.Tensor, rows_per_block: int = 128) -> torch.Tensor:
     """Per-token NLL (nats) of ``targets`` (B, T) under ``logits`` (B, T, V), as float64 (B, T).
 
     The log-softmax is taken in float64 over the natural (tokens, vocab) layout, a block of tokens at a

