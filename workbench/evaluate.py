@@ -44,7 +44,8 @@ def _record(sample, nll, n, budget, prefill_s, scoring_s, path, batch: int = 1) 
     return record
 
 
-def lm_samples(lm, dataset, protocol: ProtocolSpec) -> list:
+def token_windows(lm, dataset, protocol: ProtocolSpec) -> list:
+    """The dataset's samples for the perplexity protocols: windows of context + continuation + 1 tokens."""
     from workbench import datasets
 
     return datasets.lm_samples(dataset.name, lm.tokenizer, dataset.samples, protocol.context_tokens,
@@ -175,7 +176,7 @@ class ContextContinuation:
     """Protocol ``context-continuation``: prefill the (compressed) context, score the continuation through it."""
 
     def samples(self, backend, dataset, plan) -> list:
-        return lm_samples(backend, dataset, plan.protocol)
+        return token_windows(backend, dataset, plan.protocol)
 
     def uncompressed(self, backend, samples, plan) -> list[dict]:
         return evaluate_baseline_batch(backend, samples, plan.protocol)
@@ -195,7 +196,7 @@ class Chunked:
     """Protocol ``chunked`` (seed 004): the window is fed in chunks, the cache compressed after every chunk."""
 
     def samples(self, backend, dataset, plan) -> list:
-        return lm_samples(backend, dataset, plan.protocol)
+        return token_windows(backend, dataset, plan.protocol)
 
     def uncompressed(self, backend, samples, plan) -> list[dict]:
         return [self.baseline(backend, s, plan.protocol) for s in samples]
