@@ -19,7 +19,7 @@ class EmbeddedModel:
     package: str  # importable package name holding the file
     filename: str  # the GGUF file inside that package
     pip_hint: str  # the command that installs the package
-    positions: int  # the context it was trained for (max position embeddings, tokens): checked before a run
+    positions: int | None = None  # the context it was trained for (max position embeddings, tokens); None: unknown
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
