@@ -23,6 +23,12 @@ from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
+# Subcommands: `workbench NAME ...` hands the rest of the arguments to the named module's `main(argv) -> int`
+# (imported only when asked for, so `workbench --help` stays instant). Each one parses its own arguments and keeps
+# this module's exit codes. A session file that happens to be called like a subcommand opens as ./NAME.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+}
+
 
 def _count(text: str) -> int:
     """A positive whole number in ASCII digits ('²'.isdigit() is true, int('٣') is 3: both refused)."""
@@ -39,10 +45,13 @@ def _batch_size(text: str) -> int | str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="workbench",
-        description="Benchmark LLM context compression: KV-cache presses (kvpress) and prompt compressors, "
+        description="Benchmark LLM context compression: KV-cache presses (kvpress) and prompt compressors,\n"
         "measured on the same model and the same tokens. Without --preset it opens the terminal app.",
-        epilog="rate = fraction of context tokens KEPT (1.0 = uncompressed; kvpress's compression_ratio = 1 - rate). "
-        "Exit codes: 0 ok, 1 some cells failed or cancelled, 2 bad input.",
+        epilog="rate = fraction of context tokens KEPT (1.0 = uncompressed; kvpress's compression_ratio = 1 - rate).\n"
+        "Exit codes: 0 ok, 1 some cells failed or cancelled, 2 bad input."
+        + ("\n\nsubcommands (each with its own --help):" if SUBCOMMANDS else "")
+        + "".join(f"\n  workbench {name:12s} {what}" for name, (_, what) in SUBCOMMANDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("session", nargs="?", help="a saved session (.json) to open in the app")
     p.add_argument("--preset", metavar="NAME|PATH", help="run a shipped preset or a preset file headless")
@@ -91,6 +100,13 @@ def _conflict(args) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        import importlib
+
+        target, _ = SUBCOMMANDS[argv[0]]
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
