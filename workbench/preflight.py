@@ -53,7 +53,7 @@ def _check_api_key(plan: Plan, source) -> None:
     """An API evaluator's key variable is set (its value is not looked at beyond that, and never shown)."""
     if plan.evaluator is None:
         return
-    from workbench.api.backend import MissingKey, read_key
+    from workbench.api.keys import MissingKey, read_key
 
     try:
         read_key(plan.evaluator)

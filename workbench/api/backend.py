@@ -8,36 +8,15 @@ with a remote evaluator (``workbench serve --press`` puts a press behind an API 
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
-from workbench import secrets
-from workbench.models.spec import ModelLoadError
 from workbench.api.cache import ResponseCache
 from workbench.api.client import ApiClient, Request
-from workbench.api.evaluator import PROVIDERS
+from workbench.api.keys import read_key
 from workbench.api.prices import price_for
 
 ACTIVITY_INTERVAL_S = 0.1  # at most ten activity events a second reach the runner's listeners
-
-
-class MissingKey(ModelLoadError):
-    """The evaluator's key variable is not set: nothing can be sent."""
-
-
-def read_key(spec) -> str | None:
-    """The key from the environment (never from a file); None when the provider needs none."""
-    if spec.api_key_env is None:
-        return None
-    key = os.environ.get(spec.api_key_env, "").strip()
-    if not key:
-        if PROVIDERS[spec.provider].api_key_env is None:  # a self-hosted server: the variable is optional
-            return None
-        raise MissingKey(f"${spec.api_key_env} is not set: export {spec.api_key_env}=... (the {spec.provider} key) "
-                         "before running; the workbench reads it at run time and never stores it")
-    secrets.hold(spec.api_key_env, key)
-    return key
 
 
 class ApiBackend:
@@ -140,6 +119,6 @@ def load_api_backend(plan, use_cache: bool = True) -> ApiBackend:
     """The plan's local model (for samples and compressors) behind the plan's remote evaluator."""
     from workbench import models
 
-    read_key(plan.evaluator)  # before loading anything: a missing key is said at once (MissingKey)
+    read_key(plan.evaluator)  # before loading anything: a missing key is said at once (keys.MissingKey)
     local = models.load_model(plan.model, plan.device, plan.dtype)
     return ApiBackend(local, plan.evaluator, plan.max_cost_usd, use_cache=use_cache)
