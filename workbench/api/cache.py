@@ -4,7 +4,7 @@ SQLite in the user cache directory (``cache_root()/api-responses.sqlite3``), one
 a SHA-256 of the provider, base_url, model and the exact request body (never the key: two keys for one
 account get the same answer). A row is committed as soon as its response arrives, so a run killed a
 moment later finds it when resumed. Safe across threads of one process and across processes (SQLite's
-own locking, WAL journal).
+own locking, WAL journal; see __init__ for durability).
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL + synchronous=NORMAL: a commit is in the WAL file before put() returns — it survives the process being
+        # killed (what resuming relies on) — without an fsync per answer (~5 ms each; a power cut may lose the last ones).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, response TEXT NOT NULL, "
                          "created_at TEXT DEFAULT CURRENT_TIMESTAMP)")
 
