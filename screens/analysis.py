@@ -1,0 +1,144 @@
+"""Analysis: where each method of the open session breaks — r* with its interval or why none is supported, the
+area under the curve, the paired ranking, the homogeneity and interaction tests, the verdict — and the curves.
+
+The numbers are those of `workbench analyze` on the same session (workbench.analysis, formatted by
+workbench.analysis.text). The analysis runs in a thread worker (statsmodels and scipy take a second or two
+to import and fit); the worker returns the report and the handler here fills the widgets. It reruns when the
+session's results change, never while a run is in progress.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Static
+from textual.worker import Worker, WorkerState
+from textual_plotext import PlotextPlot
+
+from workbench.analysis import text
+from screens.plots import COLOURS, MARKERS, RATE_LABEL
+from screens.widgets import ViewBar
+
+COLUMNS = ("Method", "r* [interval]", "Davies p", "AUC", "Rank", "Mean")
+
+
+def analyse(session) -> dict:
+    """In the worker: the report of one session (label: its file name, else its plan's name)."""
+    from workbench.analysis.analyze import analyze
+
+    label = session.path.stem if session.path else session.plan.name
+    return analyze([(label, session)])
+
+
+def rows(report: dict) -> list[tuple[str, ...]]:
+    """The methods table, as the view shows it (a test compares it with the CLI's report)."""
+    ranks = {r["method"]: r["rank"] for r in report["paired"]["ranking"]}
+    out = []
+    for name, entry in report["methods"].items():
+        th = entry["threshold"]
+        out.append((name, text.r_star(th), text.p(th["davies_p"]), text.auc(entry["auc"]), str(ranks.get(name, "—")),
+                    text.quality(entry["mean"], report["metric"])))
+    return out
+
+
+class CurvesPlot(PlotextPlot):
+    DEFAULT_CSS = "CurvesPlot { height: 1fr; width: 1fr; min-height: 8; }"
+
+    def draw(self, report: dict | None) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        if not report:
+            return
+        plt.title("quality vs rate; r* dashed")
+        plt.xlabel(RATE_LABEL)
+        for i, (name, entry) in enumerate(report["methods"].items()):
+            pts = entry["curve"]
+            colour, marker = COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]
+            plt.plot([p["rate"] for p in pts], [p["mean"] for p in pts], marker=marker, color=colour)
+            th = entry["threshold"]
+            if th["status"] == "found":
+                plt.vline(th["r_star"], color=colour)
+        self.refresh()
+
+
+class AnalysisScreen(Screen):
+    DEFAULT_CSS = """
+    AnalysisScreen #bar { height: auto; max-height: 2; padding: 0 1; background: $boost; }
+    AnalysisScreen #top { height: 1fr; }
+    AnalysisScreen DataTable { width: 2fr; height: 1fr; }
+    AnalysisScreen CurvesPlot { width: 1fr; }
+    AnalysisScreen #tests { height: 1fr; padding: 0 1; }
+    """
+    BINDINGS = [Binding("a", "reanalyse", "Analyse again")]
+
+    def compose(self) -> ComposeResult:
+        yield ViewBar("analysis")
+        yield Static("", id="bar", markup=False)
+        with Horizontal(id="top"):
+            yield DataTable(id="methods", cursor_type="row", zebra_stripes=True)
+            yield CurvesPlot()
+        with VerticalScroll(id="tests"):
+            yield Static("", id="verdict", markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.report: dict | None = None
+        self.problem: str | None = None
+        self._analysed = None  # (session, results_version) the report is of
+        self.query_one(DataTable).add_columns(*COLUMNS)
+        self.on_screen_resume()
+
+    def on_screen_resume(self) -> None:
+        app = self.app
+        if app.session is None:
+            self._say("No session: run one (ctrl+r) or open one (ctrl+o), then come back.")
+            return
+        if app.run_state.active:
+            self._say("A run is in progress: the analysis waits until it ends.")
+            return
+        if self._analysed != (app.session, app.results_version):
+            self.action_reanalyse()
+
+    def action_reanalyse(self) -> None:
+        session = self.app.session
+        if session is None or self.app.run_state.active:
+            return
+        self._analysed = (session, self.app.results_version)
+        self._say("Analysing… (segmented regressions and paired tests)")
+        self.run_worker(lambda: analyse(session), thread=True, exclusive=True, exit_on_error=False, group="analysis")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "analysis":
+            return
+        event.stop()  # the app's handler is for runs and probes
+        if event.state == WorkerState.SUCCESS:
+            self.show(event.worker.result)
+        elif event.state == WorkerState.ERROR:
+            from workbench.analysis.data import AnalysisInputError
+
+            err = event.worker.error
+            self.report = None
+            self.problem = str(err) if isinstance(err, AnalysisInputError) else f"the analysis failed: {err!r}"
+            self._say(f"Nothing to analyse: {self.problem}" if isinstance(err, AnalysisInputError) else self.problem)
+
+    def _say(self, line: str) -> None:
+        self.query_one("#bar", Static).update(line)
+
+    def show(self, report: dict) -> None:
+        self.report, self.problem = report, None
+        left = f"; {len(report['left_out'])} cell(s) left out (see the verdict)" if report["left_out"] else ""
+        self._say(f"{len(report['methods'])} methods; quality: {report['quality']}; α = {report['alpha']:g}{left}")
+        table = self.query_one(DataTable)
+        table.clear()
+        for row in rows(report):
+            table.add_row(*row)
+        lines = Text()
+        for sentence in report["verdict"]:
+            lines.append("• " + sentence + "\n")
+        for line in report["left_out"]:
+            lines.append("left out: " + line + "\n", style="dim")
+        self.query_one("#verdict", Static).update(lines)
+        self.query_one(CurvesPlot).draw(report)
