@@ -12,14 +12,14 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import ContentSwitcher, DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
 from workbench.analysis import text
-from screens.plots import COLOURS, MARKERS, RATE_LABEL
+from screens.plots import RATE_LABEL, Legend, line_styles
 from screens.widgets import ViewBar
 
 COLUMNS = ("Method", "r* [interval]", "Davies p", "AUC", "Rank", "Mean")
@@ -47,16 +47,16 @@ def rows(report: dict) -> list[tuple[str, ...]]:
 class CurvesPlot(PlotextPlot):
     DEFAULT_CSS = "CurvesPlot { height: 1fr; width: 1fr; min-height: 8; }"
 
-    def draw(self, report: dict | None) -> None:
+    def draw(self, report: dict | None, styles: dict[str, tuple[str, int]]) -> None:
         plt = self.plt
         plt.clear_figure()
         if not report:
             return
-        plt.title("quality vs rate; r* dashed")
+        plt.title("mean quality vs rate; r*: vertical line")
         plt.xlabel(RATE_LABEL)
-        for i, (name, entry) in enumerate(report["methods"].items()):
+        for name, entry in report["methods"].items():
             pts = entry["curve"]
-            colour, marker = COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)]
+            marker, colour = styles[name]
             plt.plot([p["rate"] for p in pts], [p["mean"] for p in pts], marker=marker, color=colour)
             th = entry["threshold"]
             if th["status"] == "found":
@@ -66,23 +66,28 @@ class CurvesPlot(PlotextPlot):
 
 class AnalysisScreen(Screen):
     DEFAULT_CSS = """
-    AnalysisScreen #bar { height: auto; max-height: 2; padding: 0 1; background: $boost; }
-    AnalysisScreen #top { height: 1fr; }
-    AnalysisScreen DataTable { width: 2fr; height: 1fr; }
-    AnalysisScreen CurvesPlot { width: 1fr; }
-    AnalysisScreen #tests { height: 1fr; padding: 0 1; }
+    AnalysisScreen #bar { height: 1; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
+    AnalysisScreen DataTable { height: auto; max-height: 50%; }
+    AnalysisScreen #below { height: 1fr; }
+    AnalysisScreen #tests { padding: 0 1; }
     """
-    BINDINGS = [Binding("a", "reanalyse", "Analyse again")]
+    BINDINGS = [Binding("p", "toggle_view", "Curves / verdict"), Binding("a", "reanalyse", "Analyse again")]
 
     def compose(self) -> ComposeResult:
-        yield ViewBar("analysis")
+        yield ViewBar("analysis")  # F7 is not on the bar (no room at 80 columns): the line below names the view
         yield Static("", id="bar", markup=False)
-        with Horizontal(id="top"):
-            yield DataTable(id="methods", cursor_type="row", zebra_stripes=True)
-            yield CurvesPlot()
-        with VerticalScroll(id="tests"):
-            yield Static("", id="verdict", markup=False)
+        yield DataTable(id="methods", cursor_type="row", zebra_stripes=True)
+        with ContentSwitcher(initial="tests", id="below"):
+            with VerticalScroll(id="tests"):
+                yield Static("", id="verdict", markup=False)
+            with Vertical(id="curves"):
+                yield CurvesPlot()
+                yield Legend()
         yield Footer(compact=True)
+
+    def action_toggle_view(self) -> None:
+        switcher = self.query_one(ContentSwitcher)
+        switcher.current = "curves" if switcher.current == "tests" else "tests"
 
     def on_mount(self) -> None:
         self.report: dict | None = None
@@ -125,12 +130,14 @@ class AnalysisScreen(Screen):
             self._say(f"Nothing to analyse: {self.problem}" if isinstance(err, AnalysisInputError) else self.problem)
 
     def _say(self, line: str) -> None:
-        self.query_one("#bar", Static).update(line)
+        self.query_one("#bar", Static).update(f"Analysis: {line}")
 
     def show(self, report: dict) -> None:
         self.report, self.problem = report, None
-        left = f"; {len(report['left_out'])} cell(s) left out (see the verdict)" if report["left_out"] else ""
-        self._say(f"{len(report['methods'])} methods; quality: {report['quality']}; α = {report['alpha']:g}{left}")
+        left = f"; {len(report['left_out'])} left out (below)" if report["left_out"] else ""
+        quality = report["quality"].split(" (")[0]
+        self._say(f"{len(report['methods'])} methods, {quality} vs baseline on the same samples, α = {report['alpha']:g}"
+                  f"{left}; p: curves")
         table = self.query_one(DataTable)
         table.clear()
         for row in rows(report):
@@ -141,4 +148,6 @@ class AnalysisScreen(Screen):
         for line in report["left_out"]:
             lines.append("left out: " + line + "\n", style="dim")
         self.query_one("#verdict", Static).update(lines)
-        self.query_one(CurvesPlot).draw(report)
+        styles = line_styles(report["methods"])
+        self.query_one(CurvesPlot).draw(report, styles)
+        self.query_one(Legend).show(styles)

@@ -87,10 +87,8 @@ def homogeneity(data: Observations, thresholds: dict[str, dict], alpha: float = 
     out = {"thresholds": None, "curves": _curve_shapes(data, alpha)}
     found = [g for g in data.groups if thresholds[g]["status"] == "found"]
     if len(found) < 2:
-        declined = len(data.groups) - len(found)
-        out["thresholds"] = _not_tested(
-            f"{len(found)} method(s) with a supported breakpoint ({declined} declined: see their reasons): comparing "
-            "thresholds needs at least 2")
+        which = f"only {found[0]} has" if found else "no method has"
+        out["thresholds"] = _not_tested(f"{which} a supported breakpoint, comparing thresholds needs at least 2")
         return out
     rows = [o for g in found for o in data.of(g)]
     y = np.array([o.y for o in rows])

@@ -44,7 +44,7 @@ def threshold_line(method: str, threshold: dict) -> str:
     if threshold.get("status") == "found":
         return (f"{method} holds quality down to r* = {rate(threshold['r_star'])} {interval(threshold['ci'])} "
                 f"(Davies {p(threshold['davies_p'])})")
-    return f"{method}: no r* — {threshold['reason']}"
+    return f"No r* for {method}: {threshold['reason']}"
 
 
 def ranking(entries: list[dict]) -> str:

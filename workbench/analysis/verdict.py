@@ -13,8 +13,16 @@ HYPOTHESIS = "every method breaks at the same kept rate (one shared threshold r*
 def sentences(report: dict) -> list[str]:
     out = []
     methods = report["methods"]
+    declined: dict[str, list[str]] = {}  # one sentence for the methods declined for the same reason
     for name, entry in methods.items():
-        out.append(text.threshold_line(name, entry["threshold"]) + ".")
+        th = entry["threshold"]
+        if th["status"] == "found":
+            out.append(text.threshold_line(name, th) + ".")
+        else:
+            declined.setdefault(th["reason"], []).append(name)
+    for reason, names in declined.items():
+        who = "every method" if len(names) == len(methods) > 1 else ", ".join(names)
+        out.append(f"No r* for {who}: {reason}.")
     hom = report["homogeneity"]["thresholds"]
     if hom["status"] == "tested":
         spread = f"r* from {text.rate(min(hom['r_star'].values()))} to {text.rate(max(hom['r_star'].values()))}"
@@ -46,5 +54,5 @@ def sentences(report: dict) -> list[str]:
         judged = "rejected" if hom["differ"] else "not rejected"
         out.append(f"Hypothesis \"{HYPOTHESIS}\": {judged} ({text.p(hom['p'])}).")
     else:
-        out.append(f"Hypothesis \"{HYPOTHESIS}\": cannot be judged on this data ({hom['reason']}).")
+        out.append(f"Hypothesis \"{HYPOTHESIS}\": cannot be judged on this data (the thresholds were not compared).")
     return out
