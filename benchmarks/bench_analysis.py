@@ -29,15 +29,15 @@ def run(draws: int, samples: int, noise: float, folder: Path) -> list:
     start = time.perf_counter()
     for i in range(draws):
         bp = float(rng.uniform(0.3, 0.7))
-        path = synth.write(folder / f"k{i}.json", rng, {"m": synth.kinked(bp)}, samples=samples, noise=noise)
-        th = curves.threshold(observations(load_sessions([path])).of("m"))
+        path = synth.write(folder / f"k{i}.json", rng, {"snapkv": synth.kinked(bp)}, samples=samples, noise=noise)
+        th = curves.threshold(observations(load_sessions([path])).of("snapkv"))
         if th["status"] == "found":
             found += 1
             profile += th["ci"][0] <= bp <= th["ci"][1]
             dm = th.get("muggeo", {}).get("delta_method_ci")
             delta += bool(dm and dm[0] <= bp <= dm[1])
-        path = synth.write(folder / f"l{i}.json", rng, {"m": synth.straight}, samples=samples, noise=noise)
-        declined += curves.threshold(observations(load_sessions([path])).of("m"))["status"] == "declined"
+        path = synth.write(folder / f"l{i}.json", rng, {"snapkv": synth.straight}, samples=samples, noise=noise)
+        declined += curves.threshold(observations(load_sessions([path])).of("snapkv"))["status"] == "declined"
     seconds = (time.perf_counter() - start) / (2 * draws)
     return [samples, noise, f"{found}/{draws}", f"{profile}/{draws}", f"{delta}/{draws}", f"{declined}/{draws}",
             f"{seconds:.3f}"]
