@@ -12,8 +12,8 @@ per-sample quality on the rate, y = a + b·rate + c·max(r* − rate, 0), so bel
   the rates are few).
 - **How sure?** The interval inverts the F-test of the profile: every r* whose fit is not worse than the best
   at the level α, RSS(r*) ≤ RSS_min·(1 + F(1−α; 1, n−4)/(n−4)). The library's delta-method interval (kept
-  in the report) covered the true breakpoint in only ~85% of simulated sessions of 8 samples per rate; the
-  profile's covers ~94% (benchmarks/bench_analysis.py and tests/test_analysis_synthetic.py measure it).
+  in the report) covered the true breakpoint in 42 of 50 simulated sessions of 8 samples per rate, the
+  profile's in 48 (benchmarks/bench_analysis.py prints the table; tests/test_analysis_synthetic.py holds ≥ 90%).
 - A breakpoint is *supported* when the Davies test rejects at α and the interval lies strictly inside the
   measured rates; otherwise the report says which of the two failed.
 """
