@@ -55,3 +55,26 @@ def write(path: Path, rng: np.random.Generator, curves: dict[str, object], *, ra
     session.save()
     session.release_lock()
     return Path(path)
+
+
+def write_scores(path: Path, rng: np.random.Generator, accuracy: dict[str, dict[str, float]], *, rates=(0.5, 0.25),
+                 samples: int = 40, baseline: float = 0.8) -> Path:
+    """A finished task-protocol session of 0/1 scores (accuracy, exact match): ``accuracy`` is method ->
+    {dataset: probability of a correct answer} (the same at every rate), the baseline answers with ``baseline``."""
+    datasets = sorted({d for per in accuracy.values() for d in per})
+    doc = {"name": "synthetic-task", "model": "smollm2-135m",
+           "datasets": [{"name": d, "samples": samples} for d in datasets],
+           "protocol": {"name": "task", "max_new_tokens": 8}, "rates": list(rates), "methods": list(accuracy)}
+    session = Session(parse_plan(doc, source="synthetic"), path)
+    for key, cell in session.cells.items():
+        method, dataset = cell["method"], cell["dataset"]
+        chance = baseline if method == BASELINE_LABEL else accuracy[method][dataset]
+        for i in range(samples):
+            session.add_sample(key, {"sample_id": f"{dataset}#{i}", "nll_sum": None, "n_tokens": 0,
+                                     "score": float(rng.random() < chance), "metric": "accuracy",
+                                     "prefill_seconds": 0.01, "scoring_seconds": 0.01, "path": "per-rate"})
+        session.set_status(key, "done")
+    session.status = "finished"
+    session.save()
+    session.release_lock()
+    return Path(path)

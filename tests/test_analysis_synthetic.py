@@ -5,6 +5,7 @@ in and not where it is not, thresholds told apart — each over seeded draws, at
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import synthetic_sessions as synth
 from workbench.analysis import across, curves
@@ -12,6 +13,7 @@ from workbench.analysis.analyze import analyze
 from workbench.analysis.data import load_sessions, observations
 
 DRAWS = 50
+pytestmark = pytest.mark.slow  # 50 seeded draws a test: 20–40 s for the module on a 2-core machine
 
 
 def _threshold(path, method):
@@ -75,3 +77,21 @@ def test_thresholds_that_differ_are_told_apart_and_equal_ones_mostly_not(tmp_pat
         alike += hom["status"] == "tested" and hom["differ"]
     assert apart >= 0.9 * n
     assert alike <= 0.2 * n
+
+
+def test_binary_scores_get_a_logistic_interaction_test_that_finds_a_built_in_one_and_not_a_null_one(tmp_path):
+    """0/1 scores (accuracy): knorm fails the needle (retrieval) far more than GSM8K (reasoning) → found; effects
+    additive in log-odds (0.7/0.5 against 0.5/0.3: no interaction on the logistic scale) → not found."""
+    rng = np.random.default_rng(15)
+    n = 10
+    built_in, null = [], []
+    for i in range(n):
+        p = synth.write_scores(tmp_path / f"b{i}.json", rng, {"snapkv": {"gsm8k": 0.7, "paulgraham": 0.7},
+                                                              "knorm": {"gsm8k": 0.7, "paulgraham": 0.25}})
+        built_in.append(across.interaction(observations(load_sessions([p]))))
+        q = synth.write_scores(tmp_path / f"n{i}.json", rng, {"snapkv": {"gsm8k": 0.7, "paulgraham": 0.5},
+                                                              "knorm": {"gsm8k": 0.5, "paulgraham": 0.3}})
+        null.append(across.interaction(observations(load_sessions([q]))))
+    assert all(r["test"].startswith("logistic GLM") for r in built_in + null)
+    assert sum(r["significant"] for r in built_in) >= 0.9 * n
+    assert sum(r["significant"] for r in null) <= 0.1 * n
