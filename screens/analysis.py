@@ -4,7 +4,8 @@ area under the curve, the paired ranking, the homogeneity and interaction tests,
 The numbers are those of `workbench analyze` on the same session (workbench.analysis, formatted by
 workbench.analysis.text). The analysis runs in a thread worker (statsmodels and scipy take a second or two
 to import and fit); the worker returns the report and the handler here fills the widgets. It reruns when the
-session's results change, never while a run is in progress.
+session's results change, never while a run is in progress. ``a`` adds a saved session to the analysis (as
+`workbench analyze A B` does: only the cells and samples they share, each session's methods their own lines).
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from screens.widgets import ViewBar
 COLUMNS = ("Method", "r* [interval]", "Davies p", "AUC", "Rank", "Mean")
 
 
-def analyse(session) -> dict:
-    """In the worker: the report of one session (label: its file name, else its plan's name)."""
+def analyse(sessions: list) -> dict:
+    """In the worker: the report of the sessions, labelled as `workbench analyze` labels its files (the file
+    name; a session not saved yet by its plan's name)."""
     from workbench.analysis.analyze import analyze
+    from workbench.analysis.data import session_labels
 
-    label = session.path.stem if session.path else session.plan.name
-    return analyze([(label, session)])
+    labels = session_labels([s.path or s.plan.name for s in sessions])
+    return analyze(list(zip(labels, sessions)))
 
 
 def rows(report: dict) -> list[tuple[str, ...]]:
@@ -71,7 +74,8 @@ class AnalysisScreen(Screen):
     AnalysisScreen #below { height: 1fr; }
     AnalysisScreen #tests { padding: 0 1; }
     """
-    BINDINGS = [Binding("p", "toggle_view", "Curves / verdict"), Binding("a", "reanalyse", "Analyse again")]
+    BINDINGS = [Binding("p", "toggle_view", "Curves / verdict"), Binding("a", "add", "Add session"),
+                Binding("d", "drop", "Drop added")]
 
     def compose(self) -> ComposeResult:
         yield ViewBar("analysis")  # F7 is not on the bar (no room at 80 columns): the line below names the view
@@ -92,7 +96,8 @@ class AnalysisScreen(Screen):
     def on_mount(self) -> None:
         self.report: dict | None = None
         self.problem: str | None = None
-        self._analysed = None  # (session, results_version) the report is of
+        self._analysed = None  # (sessions, results_version) the report is of
+        self.added: list = []  # saved sessions analysed with the open one (only their shared cells: see the bar)
         self.query_one(DataTable).add_columns(*COLUMNS)
         self.on_screen_resume()
 
@@ -104,16 +109,47 @@ class AnalysisScreen(Screen):
         if app.run_state.active:
             self._say("A run is in progress: the analysis waits until it ends.")
             return
-        if self._analysed != (app.session, app.results_version):
-            self.action_reanalyse()
+        self.reanalyse()
 
-    def action_reanalyse(self) -> None:
-        session = self.app.session
-        if session is None or self.app.run_state.active:
+    def sessions(self) -> list:
+        current = self.app.session
+        return [current, *(s for s in self.added if s.path is None or s.path != current.path)]
+
+    def reanalyse(self) -> None:
+        if self.app.session is None or self.app.run_state.active:
             return
-        self._analysed = (session, self.app.results_version)
-        self._say("Analysing… (segmented regressions and paired tests)")
-        self.run_worker(lambda: analyse(session), thread=True, exclusive=True, exit_on_error=False, group="analysis")
+        sessions = self.sessions()
+        key = (tuple(map(id, sessions)), self.app.results_version)
+        if key == self._analysed:
+            return
+        self._analysed = key
+        self._say("analysing… (segmented regressions and paired tests)")
+        self.run_worker(lambda: analyse(sessions), thread=True, exclusive=True, exit_on_error=False, group="analysis")
+
+    def action_add(self) -> None:
+        from pathlib import Path
+
+        from screens.dialogs import ErrorModal, PathModal, session_choices
+        from workbench.session import Session, SessionError
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                session = Session.load(Path(path).expanduser())
+            except (SessionError, OSError) as err:
+                self.app.push_screen(ErrorModal("Could not open the session", str(err), path))
+                return
+            self.added = [s for s in self.added if s.path != session.path] + [session]
+            self.reanalyse()
+
+        self.app.push_screen(PathModal("Analyse with another session (their shared cells)", "",
+                                       session_choices(self.app.sessions_dir), action="Add"), chosen)
+
+    def action_drop(self) -> None:
+        if self.added:
+            self.added.pop()
+            self.reanalyse()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "analysis":
@@ -136,8 +172,9 @@ class AnalysisScreen(Screen):
         self.report, self.problem = report, None
         left = f"; {len(report['left_out'])} left out (below)" if report["left_out"] else ""
         quality = report["quality"].split(" (")[0]
-        self._say(f"{len(report['methods'])} methods, {quality} vs baseline on the same samples, α = {report['alpha']:g}"
-                  f"{left}; p: curves")
+        several = f"{len(report['sessions'])} sessions, " if len(report["sessions"]) > 1 else ""
+        self._say(f"{several}{len(report['methods'])} methods, {quality} vs baseline on the same samples, "
+                  f"α = {report['alpha']:g}{left}; p: curves")
         table = self.query_one(DataTable)
         table.clear()
         for row in rows(report):

@@ -183,3 +183,35 @@ def test_the_analysis_view_shows_the_numbers_of_the_cli_report(quickstart, tmp_p
             assert all(sentence in verdict for sentence in report["verdict"])
 
     asyncio.run(go())
+
+
+def test_the_analysis_view_adds_a_session_and_shows_what_the_cli_says_of_both(tmp_path, capsys):
+    from screens.analysis import AnalysisScreen, rows
+
+    rng = np.random.default_rng(5)
+    a = synth.write(tmp_path / "a.json", rng, {"snapkv": synth.kinked(0.4), "knorm": synth.straight})
+    b = synth.write(tmp_path / "b.json", rng, {"snapkv": synth.kinked(0.6)}, rates=synth.RATES[1:])
+    code, report, _ = _report(capsys, a, b)
+    assert code == 0 and list(report["methods"]) == ["snapkv @ a", "snapkv @ b"]
+
+    async def go():
+        app = make_app(tmp_path, session=str(a))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: app.session is not None, what="the session to open")
+            await pilot.press("f7")
+            await wait_for(pilot, lambda: getattr(app.screen, "report", None) is not None, timeout=60, what="the analysis")
+            screen = app.screen
+            assert isinstance(screen, AnalysisScreen) and list(screen.report["methods"]) == ["snapkv", "knorm"]
+            await pilot.press("a")
+            await pilot.pause()
+            app.screen.query_one("#path").value = str(b)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: screen.report is not None and len(screen.report["sessions"]) == 2,
+                           timeout=60, what="the analysis of both sessions")
+            table = screen.query_one("#methods")
+            assert [tuple(str(v) for v in table.get_row_at(i)) for i in range(table.row_count)] == rows(report)
+            assert "2 sessions, 2 methods" in str(screen.query_one("#bar").render())
+            found = report["methods"]["snapkv @ b"]["threshold"]
+            assert found["status"] == "found" and rows(report)[1][1] == text.r_star(found)
+
+    asyncio.run(go())
