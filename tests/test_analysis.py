@@ -96,9 +96,14 @@ def test_two_sessions_of_different_plans_compare_only_what_they_share(tmp_path, 
     assert "a: knorm @ 0.1 on wikitext2: not in every session" in left
     assert "b: tova @ 0.5 on wikitext2: not in every session" in left
     assert "a: snapkv @ 0.2 on wikitext2: not in every session" in left
-    assert any(line.startswith("a: snapkv @ 0.1 on wikitext2: 2 sample(s)") for line in left)
+    assert "a: snapkv @ 0.1 on wikitext2: 2 sample(s) not measured in every session" in left
     pair = report["paired"]["comparisons"][0]
     assert pair["n_pairs"] == 5 * 6
+    # b's snapkv breaks (true r* 0.4, the interval holds it); a's interval reaches the lowest rate, so no r*
+    th = report["methods"]["snapkv @ b"]["threshold"]
+    assert th["ci"][0] <= 0.4 <= th["ci"][1]
+    assert report["verdict"][0] == f"snapkv @ b holds quality down to r* = {text.r_star(th)} (Davies p < 0.001)."
+    assert report["verdict"][1].startswith("No r* for snapkv @ a: no breakpoint supported: the slope changes")
 
 
 def _session(tmp_path, name, samples=1, rates=(0.5,), finish=True) -> Path:

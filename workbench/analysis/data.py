@@ -160,8 +160,8 @@ def observations(sessions: list[tuple[str, Session]], metric: str | None = None)
                                      for c in per_session))
             dropped = len(cells[key]["samples"]) - len(ids)
             if dropped:
-                left.append(f"{label}: {method} @ {rate:g} on {dataset}: {dropped} sample(s) without a shared baseline "
-                            "sample" + (" in every session" if several else ""))
+                why = "not measured in every session" if several else "without a baseline sample"
+                left.append(f"{label}: {method} @ {rate:g} on {dataset}: {dropped} sample(s) {why}")
             group = f"{method} @ {label}" if several else method
             if group not in groups:
                 groups.append(group)

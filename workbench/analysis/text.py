@@ -39,11 +39,15 @@ def auc(entry: dict) -> str:
     return MISSING if entry.get("value") is None else f"{entry['value']:.3f}"
 
 
-def threshold_line(method: str, threshold: dict) -> str:
-    """One method's finding in words."""
+def threshold_line(method: str, threshold: dict, metric: str = "ppl") -> str:
+    """One method's finding in words. A breakpoint where quality falls off faster below it (ΔNLL climbs, a score
+    drops) is a threshold the method holds down to; one where the fall slows is said as a change of slope."""
     if threshold.get("status") == "found":
-        return (f"{method} holds quality down to r* = {rate(threshold['r_star'])} {interval(threshold['ci'])} "
-                f"(Davies {p(threshold['davies_p'])})")
+        where = f"r* = {rate(threshold['r_star'])} {interval(threshold['ci'])} (Davies {p(threshold['davies_p'])})"
+        below, above = threshold["slope_below"], threshold["slope_above"]
+        if (below < above) if metric == "ppl" else (below > above):
+            return f"{method} holds quality down to {where}"
+        return f"{method} changes slope at {where}, losing quality more slowly below it"
     return f"No r* for {method}: {threshold['reason']}"
 
 

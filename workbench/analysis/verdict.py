@@ -17,7 +17,7 @@ def sentences(report: dict) -> list[str]:
     for name, entry in methods.items():
         th = entry["threshold"]
         if th["status"] == "found":
-            out.append(text.threshold_line(name, th) + ".")
+            out.append(text.threshold_line(name, th, report["metric"]) + ".")
         else:
             declined.setdefault(th["reason"], []).append(name)
     for reason, names in declined.items():
