@@ -225,3 +225,21 @@ def test_the_analysis_view_adds_a_session_and_shows_what_the_cli_says_of_both(tm
             assert found["status"] == "found" and rows(report)[1][1] == text.r_star(found)
 
     asyncio.run(go())
+
+
+def test_a_real_nine_rate_sweep_locates_the_presses_thresholds(tmp_path, capsys):
+    """A session recorded from the embedded model (WikiText-2, 8 samples of 1,024 + 128 tokens, KV presses at
+    rates 0.1–0.9): the score-based presses break near a third of the cache kept, together; random eviction
+    loses quality at every rate and no single breakpoint fits it; random eviction ranks last."""
+    path = tmp_path / "kv-sweep.json"
+    shutil.copy(Path(__file__).parent / "data" / "kv_sweep_session.json", path)
+    code, report, _ = _report(capsys, path, "--plot", tmp_path / "t.png")
+    assert code == 0
+    for name in ("streaming-llm", "snapkv", "expected-attention"):
+        th = report["methods"][name]["threshold"]
+        assert th["status"] == "found" and 0.2 < th["ci"][0] < th["r_star"] < th["ci"][1] < 0.5, (name, th)
+    assert report["methods"]["random-kv"]["threshold"]["status"] == "declined"
+    hom = report["homogeneity"]["thresholds"]
+    assert hom["status"] == "tested" and not hom["differ"]
+    assert report["paired"]["ranking"][-1] == {**report["paired"]["ranking"][-1], "method": "random-kv", "rank": 4}
+    assert report["verdict"][-1].endswith(f"(one shared threshold r*)\": not rejected ({text.p(hom['p'])}).")

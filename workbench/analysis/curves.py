@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import warnings
 
-from workbench.analysis import ALPHA
+from workbench.analysis import ALPHA, text
 from workbench.analysis.data import Obs
 
 MIN_RATES = 6  # distinct rates (the baseline's 1.0 included) the Davies test needs
@@ -149,9 +149,9 @@ def threshold(obs: list[Obs], alpha: float = ALPHA) -> dict:
     edge = lo <= grid[0] or hi >= grid[-1]
     if out["davies_p"] is None or davies >= alpha:
         out["reason"] = (f"no breakpoint supported: the Davies test finds no change of slope "
-                         f"(p = {davies:.3g}, α = {alpha:g}); a straight line fits")
+                         f"({text.p(out['davies_p'])}, α = {alpha:g}); a straight line fits")
     elif edge:
-        out["reason"] = (f"no breakpoint supported: the slope changes (Davies p = {davies:.3g}) but the interval "
+        out["reason"] = (f"no breakpoint supported: the slope changes (Davies {text.p(davies)}) but the interval "
                          f"[{lo:.2f}, {hi:.2f}] reaches the edge of the measured rates ({ux[0]:g}–{ux[-1]:g})")
     else:
         out.update(status="found", r_star=psi, ci=[lo, hi])
