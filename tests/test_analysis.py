@@ -157,6 +157,9 @@ def test_bad_options_and_unwritable_outputs_exit_2_and_leave_nothing(quickstart,
     err = capsys.readouterr().err
     assert "folder.json: cannot write" in err and "Traceback" not in err
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left behind
+    assert main([str(quickstart), "--metric", "score"]) == 2  # a perplexity session has no task scores
+    assert "field 'cells': no finished compressed cell with a finished baseline has per-sample score values" in \
+        capsys.readouterr().err
     rng = np.random.default_rng(0)
     a = synth.write(tmp_path / "a.json", rng, {"knorm": synth.straight})
     b = synth.write(tmp_path / "b.json", rng, {"snapkv": synth.straight})
