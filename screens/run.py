@@ -52,6 +52,15 @@ def status_text(state, elapsed: float | None) -> str:
     return text
 
 
+def api_text(stats: dict) -> str:
+    """A remote evaluator's progress in one line: done, in flight, waiting on a rate limit, spend (and the cap)."""
+    cap = f" of ${stats['budget_usd']:.2f}" if stats.get("budget_usd") is not None else ""
+    waiting = f" · {stats['waiting']} waiting on rate limit" if stats.get("waiting") else ""
+    failed = f" · {stats['failed']} failed" if stats.get("failed") else ""
+    return (f"API {stats['done']} done ({stats['cached']} cached) · {stats['in_flight']} in flight{waiting}{failed} · "
+            f"${stats['session_usd']:.4f}{cap} spent")
+
+
 class RunScreen(Screen):
     DEFAULT_CSS = """
     RunScreen #status { height: 1; padding: 0 1; background: $boost; }
@@ -181,8 +190,12 @@ class RunScreen(Screen):
         self._device_line()
 
     def _device_line(self) -> None:
-        model = self.app.run_state.model
-        self._set("#device", f"{model} · {self._memory_text}" if model else self._memory_text)
+        state = self.app.run_state
+        model = state.model
+        line = f"{model} · {self._memory_text}" if model else self._memory_text
+        if state.api:  # a remote evaluator: requests, rate-limit waits and money, before the local figures
+            line = f"{api_text(state.api)} · {line}"
+        self._set("#device", line)
 
     # -- plots ---------------------------------------------------------------------------------------
 

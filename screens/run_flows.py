@@ -135,14 +135,14 @@ class RunFlows:
 
     def _event_poster(self, run_id: int):
         """The runner's on_event (worker thread): post messages, dropping progress beyond ~10 a second."""
-        last = [0.0]
+        last = {"progress": 0.0, "api": 0.0}
 
         def on_event(event) -> None:
-            if event.kind == "progress":
+            if event.kind in last:
                 now = time.monotonic()
-                if now - last[0] < self.progress_interval:
+                if now - last[event.kind] < self.progress_interval:
                     return
-                last[0] = now
+                last[event.kind] = now
             self.post_message(RunEvent(event, run_id))
 
         return on_event
@@ -178,9 +178,17 @@ class RunFlows:
                 state.loaded_at = now
                 gc.freeze()
                 self.notify(ev.message, title="model loaded")
+        elif ev.kind == "api":
+            state.api = ev.data
         elif ev.kind == "run-finished":
             state.end(ev.data.get("status", "finished"), now)
-            state.log.append(("info", f"run {ev.message}"))
+            state.api = ev.data.get("api") or state.api
+            stopped = ev.data.get("stopped")
+            if stopped:  # the API refused the key, or the budget is reached: say why the run stopped
+                state.log.append(("error", f"run stopped: {stopped['reason']}"))
+                self.notify(stopped["reason"], title="run stopped", severity="error", timeout=15)
+            else:
+                state.log.append(("info", f"run {ev.message}"))
         else:  # run-started, log
             state.log.append(("info", ev.message))
         self.tick += 1

@@ -31,6 +31,7 @@ class RunState:
         self.failure: str | None = None  # the whole message of a run that failed
         self.log: deque[tuple[str, str]] = deque(maxlen=200)  # (severity, text)
         self.delivered: Counter[str] = Counter()  # run events handled, by kind (the throttle's effect)
+        self.api: dict | None = None  # a remote evaluator's counters (workbench.api.client.Stats), when there is one
 
     @classmethod
     def started(cls, cells, now: float) -> "RunState":

@@ -23,6 +23,7 @@ from textual.widgets import (Button, Checkbox, Footer, Input, Label, RadioButton
 from textual.worker import Worker, WorkerState
 
 from workbench import tables
+from workbench.api.evaluator import PROVIDERS
 from screens import plan_fields
 from screens.setup_document import form_document, to_float
 from screens.widgets import ViewBar
@@ -55,6 +56,8 @@ class SetupScreen(Screen):
     SetupScreen #summary.-invalid { background: $error 25%; color: $text; }
     SetupScreen .note { color: $text-muted; height: auto; margin-bottom: 1; }
     SetupScreen #task-rows { height: auto; }
+    SetupScreen .row > Label.inline { width: auto; }
+    SetupScreen .row > #max-cost { width: 10; }
     """
     BINDINGS = [Binding("ctrl+l", "load_plan", "Load plan"),
                 Binding("ctrl+n", "next_tab", "Next tab", show=False, priority=True)]
@@ -80,6 +83,20 @@ class SetupScreen(Screen):
                         yield Select([(d, d) for d in DEVICES], value="auto", allow_blank=False, id="device", compact=True)
                         yield Select([(d, d) for d in DTYPES], value="auto", allow_blank=False, id="dtype", compact=True)
                     yield Static("device: probing…", id="device-info", classes="note", markup=False)
+                    # Who answers (task protocol): the local model, or a remote API (workbench.api).
+                    with Horizontal(classes="row"):
+                        yield Label("Answered by")
+                        yield Select([("local model", "local"), *((p, p) for p in PROVIDERS)], value="local",
+                                     allow_blank=False, id="evaluator", compact=True)
+                        yield Input(placeholder="API model, e.g. gpt-4o-mini", id="api-model", compact=True)
+                    with Horizontal(classes="row api-row"):
+                        yield Label("API base URL")
+                        yield Input(id="api-base-url", compact=True)
+                    with Horizontal(classes="row api-row"):
+                        yield Label("Key variable")
+                        yield Input(id="api-key-env", compact=True)
+                        yield Label(" Max cost $", classes="inline")
+                        yield Input(placeholder="no cap", id="max-cost", compact=True)
             yield TabPane("Datasets", id="tab-datasets")
             yield TabPane("Methods", id="tab-methods")
             yield TabPane("Rates & protocol", id="tab-rates")
@@ -188,7 +205,29 @@ class SetupScreen(Screen):
         q("#depths", Input).value = tables.rates(p.depths) if getattr(p, "depths", None) else ""
         q("#question-aware", Checkbox).value = bool(getattr(p, "question_aware", False))
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
+        self._fill_evaluator(plan)
         q("#batch-size", Input).value = str(plan.batch_size)
+
+    def _fill_evaluator(self, plan: "Plan") -> None:
+        """The evaluator rows; a base URL or key variable equal to the provider's default shows as the placeholder."""
+        q, e = self.query_one, plan.evaluator
+        self.evaluator_extra = {}  # settings the form does not show (concurrency, retries, prices…): kept as loaded
+        q("#evaluator", Select).value = e.provider if e is not None else "local"
+        q("#api-model", Input).value = e.model if e is not None else ""
+        default = PROVIDERS[e.provider] if e is not None else None
+        q("#api-base-url", Input).value = e.base_url if e is not None and e.base_url != default.base_url else ""
+        q("#api-key-env", Input).value = e.api_key_env or "" if e is not None and e.api_key_env != default.api_key_env else ""
+        q("#max-cost", Input).value = f"{plan.max_cost_usd:g}" if plan.max_cost_usd is not None else ""
+        if e is not None:
+            shown = {"provider", "model", "base_url", "api_key_env"}
+            self.evaluator_extra = {k: v for k, v in e.to_dict().items() if k not in shown}
+        self._evaluator_placeholders()
+
+    def _evaluator_placeholders(self) -> None:
+        provider = PROVIDERS.get(str(self.query_one("#evaluator", Select).value))
+        self.query_one("#api-base-url", Input).placeholder = (provider.base_url or "required, e.g. http://127.0.0.1:8000/v1"
+                                                             if provider else "")
+        self.query_one("#api-key-env", Input).placeholder = (provider.api_key_env or "none" if provider else "")
 
     # -- form → plan -------------------------------------------------------------------------------
 
@@ -238,9 +277,14 @@ class SetupScreen(Screen):
         cells, passes = len(plan.cells()), plan.forward_passes()
         samples = sum(d.samples for d in plan.datasets)
         checking = " (checking the model…)" if self.app.model_checking else ""
+        work = f"≈{passes['total']} forward passes"
+        if plan.evaluator is not None:  # an API answers: what it will cost instead of forward passes
+            from workbench.api.estimate import estimate
+
+            est = estimate(plan)
+            work = f"API {est.text()}" + (f" (cap ${plan.max_cost_usd:g})" if plan.max_cost_usd is not None else "")
         self._summary(f"✓ {plan.name}: {len(plan.methods)} methods × {len(plan.rates)} rates × {len(plan.datasets)} "
-                      f"dataset(s) = {cells} cells · {samples} samples per cell · ≈{passes['total']} forward passes "
-                      f"— ctrl+r runs it{checking}")
+                      f"dataset(s) = {cells} cells · {samples} samples per cell · {work} — ctrl+r runs it{checking}")
 
     def _summary(self, text: str, invalid: bool = False) -> None:
         summary = self.query_one("#summary", Static)
@@ -322,6 +366,13 @@ class SetupScreen(Screen):
         self.query_one("#rates-sweep-row").display = sweep
         self.query_one("#chunk-row").display = self.query_one("#proto-chunked", RadioButton).value
         self.query_one("#task-rows").display = self.query_one("#proto-task", RadioButton).value
+        self._toggle_api_rows()
+
+    def _toggle_api_rows(self) -> None:
+        remote = self.query_one("#evaluator", Select).value != "local"
+        self.query_one("#api-model").display = remote
+        for row in self.query(".api-row"):
+            row.display = remote
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -357,6 +408,9 @@ class SetupScreen(Screen):
             except PlanError as err:
                 self.notify(str(err), severity="error")
             return
+        if event.select.id == "evaluator":
+            self._evaluator_placeholders()
+            self._toggle_api_rows()
         self.validate()
 
     def on_button_pressed(self, event: Button.Pressed) -> None:

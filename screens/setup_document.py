@@ -82,7 +82,26 @@ def form_document(screen) -> tuple[dict, list[tuple[str, str, str]]]:
            "shared_prefill": q("#shared-prefill", Checkbox).value, "batch_size": to_batch_size(q("#batch-size", Input).value)}
     if screen.app.plan is not None and screen.app.plan.description:
         doc["description"] = screen.app.plan.description
+    where += _evaluator(screen, doc)
     return doc, where
+
+
+def _evaluator(screen, doc: dict) -> list[tuple[str, str, str]]:
+    """The evaluator block (and max_cost_usd) from the evaluator rows, with the settings the form does not show."""
+    q = screen.query_one
+    provider = q("#evaluator", Select).value
+    if provider != "local":
+        block = {**getattr(screen, "evaluator_extra", {}), "provider": provider, "model": q("#api-model", Input).value.strip()}
+        for key, selector in (("base_url", "#api-base-url"), ("api_key_env", "#api-key-env")):
+            if q(selector, Input).value.strip():
+                block[key] = q(selector, Input).value.strip()
+        doc["evaluator"] = block
+        if q("#max-cost", Input).value.strip():
+            doc["max_cost_usd"] = to_float(q("#max-cost", Input).value)
+    return [("evaluator.provider", "#evaluator", "Answered by"), ("evaluator.model", "#api-model", "API model"),
+            ("evaluator.base_url", "#api-base-url", "API base URL"), ("evaluator.api_key_env", "#api-key-env", "Key variable"),
+            ("evaluator.prices", "#max-cost", "Max cost (the model has no price)"), ("max_cost_usd", "#max-cost", "Max cost"),
+            ("evaluator", "#evaluator", "Answered by")]
 
 
 def _dataset_fields(i: int, row: str, other: bool = False) -> list[tuple[str, str, str]]:

@@ -38,6 +38,16 @@ def _count(text: str) -> int:
     return int(text)
 
 
+def _dollars(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected an amount in US dollars (a number of at least 0), got {text!r}")
+    return value
+
+
 def _batch_size(text: str) -> int | str:
     """ASCII digits as a number; anything else goes on to the plan, which names the field when it is wrong."""
     return int(text) if re.fullmatch(r"[0-9]+", text) else text
@@ -66,12 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "not change (baseline, shared-prefill presses); auto: as many as the GPU's free memory allows, 1 on a CPU")
     p.add_argument("--samples", type=_count, metavar="N", help="override the number of samples of every dataset")
     p.add_argument("--json", action="store_true", help="print results as JSON instead of a table")
+    p.add_argument("--max-cost", type=_dollars, metavar="USD", help="with an API evaluator: stop before the session's "
+                   "spend would cross USD dollars (overrides the plan's max_cost_usd; allowed with --resume)")
+    p.add_argument("--no-cache", action="store_true", help="with an API evaluator: send every request, even those "
+                   "answered before (the response cache is neither read nor written)")
     p.add_argument("--list", choices=["presets", "methods", "datasets"], help="list what is available and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
 
-_HEADLESS_ONLY = ("out", "dry_run", "device", "dtype", "batch_size", "samples", "json")
+_HEADLESS_ONLY = ("out", "dry_run", "device", "dtype", "batch_size", "samples", "json", "max_cost", "no_cache")
 
 
 def _conflict(args) -> str | None:
@@ -270,7 +284,8 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _describe(plan) -> str:
+def _describe(plan, done: set[str] | None = None) -> str:
+    """The dry run: the resolved plan and the work it implies (``done``: cell keys a resumed session has)."""
     from workbench import families
     from workbench.plan import BASELINE_LABEL
 
@@ -287,12 +302,27 @@ def _describe(plan) -> str:
     for m in plan.methods:
         rates = m.rates if m.rates is not None else plan.rates
         path, why = families.get(m.family).path(m, plan)
+        unavailable = families.get(m.family).unavailable(m, plan)
+        if unavailable:
+            path, why = "unavailable", unavailable
         rate_text = "threshold" if rates == [None] else ",".join(f"{r:g}" for r in rates)
         params = ", ".join(f"{k}={v['name'] if isinstance(v, dict) else v}" for k, v in m.params.items())
         lines.append(f"    {m.label:24s} {m.name} [{params}] rates {rate_text}; {path}" + (f" ({why})" if why else ""))
     cells = plan.cells()
     passes = plan.forward_passes()
     n_samples = sum(d.samples for d in plan.datasets)
+    if plan.evaluator is not None:
+        from workbench.api.estimate import estimate
+
+        e = plan.evaluator
+        est = estimate(plan, done)
+        lines.insert(2, f"  evaluator {e.label()} at {e.base_url} (key from ${e.api_key_env or '(none)'}; up to {e.max_concurrency} "
+                        f"requests at once, temperature {e.temperature:g})")
+        lines.append(f"  cells {len(cells)}, samples {n_samples} per cell; API: {est.text()}"
+                     + (f" (prices: {est.price_source})" if est.price_source else "")
+                     + (f"; cap ${plan.max_cost_usd:,.2f}" if plan.max_cost_usd is not None else "")
+                     + ("; contexts of unreadable datasets estimated at context_tokens" if est.approximate_inputs else ""))
+        return "\n".join(lines)
     lines.append(f"  cells {len(cells)}, samples {n_samples} per cell, forward passes ≈ {passes['total']} "
                  f"(baseline {passes['baseline']}, methods {passes['methods']}; fewer with shared prefill)")
     return "\n".join(lines)
@@ -305,6 +335,8 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.last = 0.0
         self.first: tuple[float, int] | None = None  # (time, samples done) at the first progress of this run
+        self.finished: dict = {}  # the run-finished event's data
+        self.api = ""  # a remote evaluator's latest activity, shown on the progress line
 
     def __call__(self, event) -> None:
         if event.kind == "progress":
@@ -322,15 +354,25 @@ class _Progress:
             t0, done0 = self.first
             eta = f"{(now - t0) / (done - done0) * (total - done):4.0f}s" if done > done0 else "   ?"
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                             f"{elapsed:5.0f}s eta {eta} {event.message[:40]:40s}")
+                             f"{elapsed:5.0f}s eta {eta} {(self.api or event.message)[:40]:40s}")
             sys.stderr.flush()
+        elif event.kind == "api":
+            d = event.data
+            self.api = (f"API {d['done']} done, {d['in_flight']} in flight, {d['waiting']} waiting, "
+                        f"${d['session_usd']:.4f}")
         elif event.kind in ("cell-finished",):
             cell = event.data["cell"]
             if self.tty:
                 sys.stderr.write("\r" + " " * 100 + "\r")
-            detail = f"ppl {cell['ppl']:.3f}" if cell.get("ppl") is not None else (cell.get("error") or cell.get("reason") or "")
+            detail = (f"ppl {cell['ppl']:.3f}" if cell.get("ppl") is not None else
+                      f"score {cell['score']:.3f}" if cell.get("score") is not None and cell["status"] == "done" else
+                      (cell.get("error") or cell.get("reason") or ""))
+            if cell.get("cost_usd") is not None:
+                detail += f", ${cell['cost_usd']:.4f}" + (" (estimated)" if cell.get("cost_estimated") else "")
             sys.stderr.write(f"  {cell['status']:11s} {cell['method']} @ {cell['rate']}: {detail}\n")
         elif event.kind in ("model-loading", "model-loaded", "run-started", "run-finished", "log"):
+            if event.kind == "run-finished":
+                self.finished = event.data
             if self.tty:
                 sys.stderr.write("\r" + " " * 100 + "\r")
             sys.stderr.write(f"{event.message}\n")
@@ -346,13 +388,15 @@ def headless(args) -> int:
     try:
         plan, source, resume, out = _load(args)
         session = _session_for(plan, resume, out)
+        _apply_max_cost(args, session)
         if args.dry_run:
-            print(_describe(session.plan))
+            print(_describe(session.plan, {k for k, c in session.cells.items() if c["status"] in ("done", "unavailable")}))
             return EXIT_OK
         from workbench.preflight import preflight
 
         preflight(session.plan, source)
         session = _locked_session(session, plan, resume, out)
+        _apply_max_cost(args, session)  # read again under the lock: apply the cap to what will run
     except bad_input as err:
         _err(str(err))
         return EXIT_BAD_INPUT
@@ -362,12 +406,26 @@ def headless(args) -> int:
         session.release_lock()
 
 
+def _apply_max_cost(args, session) -> None:
+    """--max-cost: the spending cap of this run (on --resume too: it changes no result, only when the run stops)."""
+    from workbench.plan import PlanError, parse_plan
+
+    if args.max_cost is None:
+        return
+    data = session.plan.to_dict()
+    data["max_cost_usd"] = args.max_cost
+    try:
+        session.plan = parse_plan(data, source="--max-cost")
+    except PlanError as err:
+        raise PlanError(f"--max-cost: {err.message}") from None
+
+
 def _run(args, session, out: str) -> int:
     import json
     import signal
     import threading
 
-    from workbench import report, runner
+    from workbench import figures, report, runner
     from workbench.models import ModelLoadError
     from workbench.session import SessionError
 
@@ -381,7 +439,9 @@ def _run(args, session, out: str) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        session = runner.run(session, _Progress(), cancel, out=out)
+        loader = (lambda plan: runner.load_backend(plan, use_cache=False)) if args.no_cache else runner.load_backend
+        progress = _Progress()
+        session = runner.run(session, progress, cancel, out=out, backend_loader=loader)
     except ModelLoadError as err:
         _err(str(err))
         return EXIT_BAD_INPUT
@@ -396,6 +456,14 @@ def _run(args, session, out: str) -> int:
     else:
         print(report.text_table(session))
     print(f"session saved to {session.path}", file=sys.stderr)
+    cost, estimated = figures.session_cost(session.cells.values())
+    if session.plan.evaluator is not None:
+        _err(f"API spend of this session: ${cost:.4f}{' (partly estimated: the API reported no usage)' if estimated else ''}")
+    stopped = progress.finished.get("stopped")
+    if stopped:
+        _err(f"{stopped['reason']}; resume with: workbench --resume {session.path}"
+             + (" --max-cost USD" if stopped["kind"] == "budget" else ""))
+        return EXIT_BAD_INPUT if stopped["kind"] == "refused" else EXIT_FAILED
     if session.status == "cancelled":
         _err(f"cancelled; resume with: workbench --resume {session.path}")
         return EXIT_FAILED

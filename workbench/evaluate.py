@@ -184,8 +184,9 @@ class ContextContinuation:
     def pressed(self, backend, samples, method, rates, plan) -> list[dict]:
         return evaluate_kv_batch(backend, samples, method, rates, plan.protocol, plan.shared_prefill)
 
-    def compressed_text(self, backend, sample, compressor, rates, plan, keep_example: bool) -> dict:
-        return evaluate_prompt(backend, sample, compressor, rates, plan.protocol, keep_example=keep_example)
+    def compressed_texts(self, backend, samples, compressor, rates, plan, examples_for: set) -> list[dict]:
+        return [evaluate_prompt(backend, s, compressor, rates, plan.protocol, keep_example=s.sample_id in examples_for)
+                for s in samples]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,3 +94,14 @@ def plot_x(cell: dict) -> float | None:
     """Where a cell sits on a rate axis: a threshold-driven press at the kept fraction it achieved."""
     x = rate_of(cell)
     return x if x is not None else cell.get("kept_fraction")
+
+
+def session_cost(cells: Iterable[dict]) -> tuple[float, bool]:
+    """(US dollars the session's API answers cost so far, whether any of it is an estimate) from its records."""
+    total, estimated = 0.0, False
+    for cell in cells:
+        for record in cell.get("samples", []):
+            if record.get("cost_usd") is not None:
+                total += record["cost_usd"]
+                estimated = estimated or bool(record.get("cost_estimated"))
+    return total, estimated

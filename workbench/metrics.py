@@ -18,6 +18,9 @@ CELL_METRICS = (
     "kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical",
     "prefill_seconds", "scoring_seconds", "compression_seconds", "seconds", "peak_memory_bytes",
     "score", "score_stderr", "delta_score", "metric",
+    # API evaluators: US dollars the cell's answers cost (from the usage the API reported; cost_estimated when
+    # some sample's usage was counted locally instead), and the tokens sent and received.
+    "cost_usd", "cost_estimated", "input_tokens", "output_tokens",
 )
 
 
@@ -52,6 +55,12 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
     compression = [s["compression_seconds"] for s in done if s.get("compression_seconds") is not None]
     out["compression_seconds"] = sum(compression) / len(compression) if compression else None  # per prompt
     out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"] + sum(compression)
+    costs = [s["cost_usd"] for s in done if s.get("cost_usd") is not None]
+    if costs:
+        out["cost_usd"] = sum(costs)
+        out["cost_estimated"] = any(s.get("cost_estimated") for s in done)
+        out["input_tokens"] = sum(s.get("input_tokens") or 0 for s in done)
+        out["output_tokens"] = sum(s.get("output_tokens") or 0 for s in done)
     if baseline and tasks:
         both = [s for s in tasks if baseline.get(s["sample_id"], {}).get("score") is not None]
         if both:

@@ -96,6 +96,10 @@ class Plan:
     # one length, never padded): "auto" sizes it to the GPU's free memory and is 1 on a CPU.
     batch_size: int | str = "auto"
     description: str = ""
+    # A remote model that answers instead of the local one (task protocol; workbench.api.evaluator), and the
+    # most the session may spend on it, in US dollars (None: no cap).
+    evaluator: Any = None
+    max_cost_usd: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -334,7 +338,7 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
 
 
 _TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "protocol", "methods", "rates", "shared_prefill",
-             "batch_size"}
+             "batch_size", "evaluator", "max_cost_usd"}
 
 
 def parse_plan(data: Any, source: str | None = None) -> Plan:
@@ -395,6 +399,7 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
     batch_size = data.get("batch_size", "auto")
     _expect(batch_size == "auto" or (isinstance(batch_size, int) and not isinstance(batch_size, bool) and 1 <= batch_size <= 256),
             f"expected \"auto\" or a whole number from 1 to 256, got {batch_size!r}", source, "batch_size")
+    evaluator, max_cost = _parse_evaluator(data, protocol, source)
     name = data.get("name") or (Path(source).stem if source else "session")
     _check_name(name, source)
     description = data.get("description", "")
@@ -411,9 +416,38 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         rates=rates,
         shared_prefill=shared,
         batch_size=batch_size,
+        evaluator=evaluator,
+        max_cost_usd=max_cost,
     )
     _check_grid(plan, source)
     return plan
+
+
+def _parse_evaluator(data: dict, protocol: ProtocolSpec, source):
+    """(EvaluatorSpec | None, max_cost_usd | None): the remote model that answers, and the spending cap."""
+    from workbench.api.evaluator import EvaluatorError, parse_evaluator, parse_max_cost
+
+    try:
+        evaluator = parse_evaluator(data.get("evaluator"))
+    except EvaluatorError as err:
+        raise PlanError(str(err), source, "evaluator" + (f".{err.field}" if err.field else "")) from None
+    try:
+        max_cost = parse_max_cost(data.get("max_cost_usd"))
+    except EvaluatorError as err:
+        raise PlanError(str(err), source, "max_cost_usd") from None
+    if evaluator is not None:
+        _expect(protocol.name == "task", "an API evaluator answers questions: it needs the task protocol "
+                "(\"protocol\": {\"name\": \"task\"}); perplexity needs a local model", source, "evaluator")
+        if max_cost is not None:
+            from workbench.api.prices import price_for
+
+            _expect(price_for(evaluator) is not None, f"max_cost_usd needs the price of {evaluator.model}, which the "
+                    "shipped price table does not list: add evaluator.prices {\"input\": $/M tokens, \"output\": $/M tokens}",
+                    source, "evaluator.prices")
+    else:
+        _expect(max_cost is None, "max_cost_usd caps what an API evaluator spends: this plan has no evaluator",
+                source, "max_cost_usd")
+    return evaluator, max_cost
 
 
 def _check_name(name: Any, source) -> None:

@@ -38,6 +38,7 @@ _POSITION_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length
 def preflight(plan: Plan, source: str | None = None) -> None:
     """Raise PlanError (naming ``source`` and the field) when ``plan`` cannot run on this machine."""
     _check_device(plan, source)
+    _check_api_key(plan, source)
     kind, positions, tokenizer = _model(plan, source)
     p = plan.protocol
     if positions is not None and p.name != "task" and p.context_tokens + p.continuation_tokens > positions:
@@ -46,6 +47,18 @@ def preflight(plan: Plan, source: str | None = None) -> None:
                         source, "protocol.context_tokens")
     for i, ds in enumerate(plan.datasets):
         _check_dataset(plan, i, ds, positions, tokenizer, source)
+
+
+def _check_api_key(plan: Plan, source) -> None:
+    """An API evaluator's key variable is set (its value is not looked at beyond that, and never shown)."""
+    if plan.evaluator is None:
+        return
+    from workbench.api.keys import MissingKey, read_key
+
+    try:
+        read_key(plan.evaluator)
+    except MissingKey as err:
+        raise PlanError(str(err), source, "evaluator.api_key_env") from None
 
 
 # --- device -----------------------------------------------------------------------------------------

@@ -6,7 +6,10 @@ families call:
 * ``samples(backend, dataset, plan)`` — the samples of a dataset (token windows, or question/answer samples);
 * ``uncompressed(backend, samples, plan)`` — the baseline: [record];
 * ``pressed(backend, samples, method, rates, plan)`` — a KV press: [{rate: record}];
-* ``compressed_text(backend, sample, compressor, rates, plan, keep_example)`` — a prompt compressor: {rate: record}.
+* ``compressed_texts(backend, samples, compressor, rates, plan, examples_for)`` — a prompt compressor: [{rate: record}]
+  (the samples whose ids are in ``examples_for`` keep their original and compressed texts).
+
+A record may be a ``families.SampleFailed`` instead: that sample alone failed (an API request), the rest stand.
 
 The static description here (:class:`ProtocolInfo`) is what validation, the dry run and the runner's
 scheduling read: no torch, no dataset read.
@@ -49,7 +52,7 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
                      needs_scorer_press="the chunked protocol supports score-based presses and presses that compress while decoding",
                      per_rate_reason="the chunked protocol compresses after every chunk"),
         ProtocolInfo("task", "compress the context, ask the question, generate greedily, score the answer",
-                     "workbench.task_eval:Task", batches=False, needs=frozenset({"prefill", "generate"})),
+                     "workbench.task_eval:Task", batches=False, needs=frozenset({"generate"})),
     ]
 }
 ALIASES = {"context→continuation": "context-continuation", "context->continuation": "context-continuation",

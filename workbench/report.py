@@ -45,7 +45,7 @@ def text_table(session, cells: Iterable[dict] | None = None) -> str:
         header = fmt({c.key: c.label for c in columns})
         title = f"{session.plan.model} · {dataset} · {session.plan.protocol.name}"
         blocks.append("\n".join([title, header, "-" * len(header), *(fmt(t) for t in texts), *_notes(rows)]))
-    return "\n\n".join(blocks) + f"\n\n{tables.cells_text(cells)}\n"
+    return "\n\n".join(blocks) + f"\n\n{tables.cells_text(cells)}{_spend(cells)}\n"
 
 
 def markdown_table(session, cells: Iterable[dict] | None = None) -> str:
@@ -61,15 +61,24 @@ def markdown_table(session, cells: Iterable[dict] | None = None) -> str:
         if notes:
             lines += [""] + [f"- {n}" for n in notes]
         lines.append("")
-    lines.append(tables.cells_text(cells))
+    lines.append(tables.cells_text(cells) + _spend(cells))
     return "\n".join(lines) + "\n"
+
+
+def _spend(cells: list[dict]) -> str:
+    """The API spend of these cells, when an API answered them ('~': partly estimated from local token counts)."""
+    if not any(c.get("cost_usd") is not None for c in cells):
+        return ""
+    total, estimated = figures.session_cost(cells)
+    return f" · API spend ${total:.4f}" + (" (~ partly estimated: the API reported no usage)" if estimated else "")
 
 
 EXPORT_KEYS = ("model", "dataset", "method", "name", "family", "rate", "status", "path", "samples_done", "samples_total",
                "nll", "nll_stderr", "ppl", "ppl_stderr", "delta_nll", "delta_ppl", "delta_ppl_pct", "kept_fraction",
                "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical", "prefill_seconds",
                "scoring_seconds", "compression_seconds", "load_seconds", "seconds", "seconds_per_sample", "peak_memory_bytes",
-               "score", "score_stderr", "delta_score", "metric", "reason", "error")
+               "score", "score_stderr", "delta_score", "metric", "cost_usd", "cost_estimated", "input_tokens", "output_tokens",
+               "reason", "error")
 _DELTAS = {"delta_nll": "nll", "delta_ppl": "ppl", "delta_ppl_pct": "ppl", "delta_score": "score"}
 
 

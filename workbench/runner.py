@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from workbench import environment, families, figures, metrics, protocols, schedule
-from workbench.families.base import UnsupportedMethod
+from workbench.families.base import SampleFailed, UnsupportedMethod
 from workbench.plan import CellSpec, MethodSpec, Plan
 from workbench.session import Session, scrub
 
@@ -39,8 +39,13 @@ EventHandler = Callable[[Event], None]
 BackendLoader = Callable[[Plan], object]
 
 
-def load_backend(plan: Plan):
-    """The local transformers model the plan names (the backend every family here measures with)."""
+def load_backend(plan: Plan, use_cache: bool = True):
+    """The local transformers model the plan names, or — when the plan has an evaluator — that model behind the
+    remote API that answers (``workbench.api.backend``). ``use_cache``: the API's response cache."""
+    if plan.evaluator is not None:
+        from workbench.api.backend import load_api_backend
+
+        return load_api_backend(plan, use_cache=use_cache)
     from workbench import models
 
     return models.load_model(plan.model, plan.device, plan.dtype)
@@ -62,6 +67,8 @@ class _Run:
         self.session, self.plan, self.emit, self.cancel = session, session.plan, emit, cancel
         self.backend_loader = backend_loader
         self.batch_size = 1  # set once the backend is loaded
+        self.concurrent = False  # a backend that answers several samples at once (an API): units of that many
+        self.stopped: dict | None = None  # the backend asked the run to stop: {"reason", "kind": refused | budget}
         self.started = time.monotonic()
 
     # -- bookkeeping -------------------------------------------------------------------------------
@@ -103,6 +110,9 @@ class _Run:
         # (and an existing one untouched), so fixing the model and running again starts cleanly.
         backend = self.backend_loader(self.plan)
         s.environment = environment.collect(backend)
+        self.concurrent = getattr(backend, "concurrency", 1) > 1
+        if hasattr(backend, "attach"):  # a remote evaluator: the session's spend so far, live activity, cancel
+            backend.attach(figures.session_cost(s.cells.values())[0], self._activity, self.cancel)
         self.batch_size = self._batch_size(backend)
         s.environment["batch_size"] = self.batch_size
         self.emit(Event("model-loaded", f"{self.plan.model} on {backend.device} ({backend.dtype}) in {backend.load_seconds:.1f}s"
@@ -133,15 +143,27 @@ class _Run:
             else:
                 s.status = "finished" if s.finished() else "failed"
             self.save()
-            self.emit(Event("run-finished", s.status, {"status": s.status, "failed": len(s.failed_cells()),
-                                                        "elapsed": time.monotonic() - self.started}))
+            api = backend.activity() if hasattr(backend, "activity") else None  # the remote evaluator's last counters
+            if hasattr(backend, "close"):
+                backend.close()
+            self.emit(Event("run-finished", self.stopped["reason"] if self.stopped else s.status,
+                            {"status": s.status, "failed": len(s.failed_cells()), "stopped": self.stopped, "api": api,
+                             "elapsed": time.monotonic() - self.started}))
         return s
+
+    def _activity(self, stats: dict) -> None:
+        """A remote evaluator's counters (requests done, in flight, waiting on a rate limit, money spent)."""
+        waiting = f", {stats['waiting']} waiting on a rate limit" if stats.get("waiting") else ""
+        self.emit(Event("api", f"{stats['done']} requests done ({stats['cached']} from the cache), {stats['in_flight']} in "
+                        f"flight{waiting}, ${stats['spent_usd']:.4f} spent", stats))
 
     def _batch_size(self, backend) -> int:
         """Samples measured together where that leaves results unchanged (protocols that batch only)."""
         p = self.plan.protocol
         if not protocols.info(p.name).batches:
             return 1
+        if self.concurrent:
+            return backend.concurrency
         if self.plan.batch_size != "auto":
             return int(self.plan.batch_size)
         return backend.auto_batch_size(p.context_tokens, p.continuation_tokens)
@@ -163,7 +185,8 @@ class _Run:
             return
         missing = family.needs(self.plan) - getattr(backend, "capabilities", frozenset())
         why = family.unavailable(method, self.plan) or (
-            f"the evaluator offers no {', '.join(sorted(missing))}" if missing else None)
+            (backend.why_not(missing) if hasattr(backend, "why_not") else f"the evaluator offers no {', '.join(sorted(missing))}")
+            if missing else None)
         if why:
             self.fail_cells(keys.values(), UnsupportedMethod(why))
             return
@@ -181,7 +204,7 @@ class _Run:
                 s.cells[k]["load_seconds"] = measurer.load_seconds
         by_id = {sample.sample_id: sample for sample in samples}
         done = {r: s.done_samples(k) for r, k in keys.items()}
-        batch = self.batch_size if measurer.batchable else 1
+        batch = self.batch_size if measurer.batchable or self.concurrent else 1
         with measurer.guard():
             self._measure_units(backend, measurer, keys, schedule.units(self.plan.model, dataset, method.label, method.family,
                                                                           samples, done, batch), by_id)
@@ -190,9 +213,12 @@ class _Run:
         """Measure every unit, saving after each; a failure fails the cells it touched and stops the method."""
         s = self.session
         for k in keys.values():
+            if s.cells[k]["status"] == "error":  # an earlier run's failure is retried: its message goes with it
+                s.set_status(k, "running")
             self.emit(Event("cell-started", k, {"cell": k}))
         peak = metrics.PeakMemory(backend.device)
         peak.reset()
+        failed: dict[str, list[str]] = {k: [] for k in keys.values()}  # per cell: why samples failed on their own
         for unit in units:
             if self.cancel.is_set():
                 return
@@ -205,12 +231,24 @@ class _Run:
                 return
             for records in results:
                 for r, record in records.items():
+                    if isinstance(record, SampleFailed):
+                        failed[keys[r]].append(str(record))
+                        continue
                     s.add_sample(keys[r], record)
                     s.cells[keys[r]]["peak_memory_bytes"] = max(s.cells[keys[r]].get("peak_memory_bytes") or 0, peak.peak())
             self.save()
             self.progress(next(iter(keys.values())), f"{unit.method}: {', '.join(unit.sample_ids)}")
+            stopped = getattr(backend, "stopped", None)
+            if stopped:  # the API refused the key, or the budget is reached: stop cleanly, resumable
+                self.stopped = stopped
+                self.cancel.set()
+                return
         for k in keys.values():
-            if s.cells[k]["status"] not in ("error", "unavailable"):
+            if failed[k] and s.cells[k]["status"] not in ("error", "unavailable"):
+                # The other samples are kept; a resumed run measures only the missing ones.
+                self.finish_cell(k, "error", error=f"{len(failed[k])} of {s.cells[k]['samples_total']} samples failed "
+                                 f"(kept the rest; resume to retry them): {failed[k][0]}")
+            elif s.cells[k]["status"] not in ("error", "unavailable"):
                 self.finish_cell(k, "done")
         self.save()
         metrics.free_accelerator_memory()

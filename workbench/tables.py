@@ -82,6 +82,7 @@ def method_text(cell: dict) -> str:
 VALUE_FORMATS: dict[str, tuple[str, bool, str]] = {
     "kept": (".3f", False, ""), "ppl": (".3f", False, ""), "dppl": (".3f", True, ""), "dpct": (".1f", True, "%"),
     "score": (".3f", False, ""), "dscore": (".3f", True, ""), "tokens": (".1f", False, ""), "time": (".2f", False, "s"),
+    "cost": (".4f", False, ""),
 }
 
 
@@ -116,6 +117,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("score", "Score", lambda c: c.get("score"), lambda c: value_text("score", c.get("score"))),
     Column("dscore", "ΔScore", _delta("delta_score", "score"), lambda c: value_text("dscore", _delta("delta_score", "score")(c))),
     Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")), keep=2),
+    Column("cost", "Cost $", lambda c: c.get("cost_usd"),
+           lambda c: value_text("cost", c.get("cost_usd")) + ("~" if c.get("cost_estimated") else ""), keep=2),
     Column("time", "Time/sample", figures.seconds_per_sample, lambda c: value_text("time", figures.seconds_per_sample(c)), keep=3),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
@@ -142,6 +145,8 @@ def columns_for(cells: list[dict], extra: Iterable[str] = ()) -> list[Column]:
         hidden |= PPL_COLUMNS
     if not has_score:
         hidden |= SCORE_COLUMNS
+    if not any(c.get("cost_usd") is not None for c in cells):  # only an API evaluator's cells cost money
+        hidden.add("cost")
     return [c for c in COLUMNS if c.key not in hidden]
 
 

@@ -96,6 +96,73 @@ def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec,
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# A remote evaluator (workbench.api): the same prompts as text, answered concurrently by the API.
+
+
+def _remote(backend) -> bool:
+    return "prefill" not in backend.capabilities
+
+
+def _remote_records(backend, items: list[tuple], protocol: ProtocolSpec) -> list:
+    """items: (sample, text read in place of the context, context tokens, extra record fields). One record — or a
+    SampleFailed, or None when the run stopped before it was sent — per item, in order."""
+    from workbench import tasks
+    from workbench.api.client import Answer, Failure
+    from workbench.families.base import SampleFailed
+
+    limit = backend.spec.max_tokens
+    prompts = [(text + sample.prompt_suffix, limit or max_new_tokens(protocol, sample)) for sample, text, _, _ in items]
+    out = []
+    for (sample, text, n_ctx, extra), outcome in zip(items, backend.answer_all(prompts)):
+        if isinstance(outcome, Failure):
+            out.append(SampleFailed(f"sample {sample.sample_id}: {outcome.message}"))
+            continue
+        if not isinstance(outcome, Answer):
+            out.append(None)
+            continue
+        kept = extra.get("compressed_tokens", n_ctx) / n_ctx if n_ctx else 1.0
+        record = {"sample_id": sample.sample_id, "nll_sum": None, "n_tokens": 0,
+                  **tasks.score(sample.task, outcome.text, sample.answers), "generated": outcome.text[:500],
+                  "kept_fraction": kept, "context_tokens": n_ctx, "prefill_seconds": 0.0, "scoring_seconds": outcome.seconds,
+                  "path": "api", "task_meta": sample.meta, "input_tokens": outcome.input_tokens,
+                  "output_tokens": outcome.output_tokens, "cost_usd": outcome.cost_usd,
+                  "cost_estimated": not outcome.usage_reported, "finish_reason": outcome.finish_reason}
+        record.update(extra)
+        out.append(record)
+    return out
+
+
+def _remote_baseline(backend, samples, protocol: ProtocolSpec) -> list:
+    items = [(s, s.context, len(_ids(backend, s.context)), {}) for s in samples]
+    return _remote_records(backend, items, protocol)
+
+
+def _remote_compressed(backend, samples, compressor, rates, protocol: ProtocolSpec, examples_for: set) -> list[dict]:
+    """Every sample compressed at every rate here (locally), then all their prompts answered at once."""
+    items, slots = [], []
+    path = "score-once" if compressor.shares_scores and len(rates) > 1 else "per-rate"
+    for sample in samples:
+        n_ctx = len(_ids(backend, sample.context))
+        aware = bool(protocol.question_aware and compressor.supports_question)
+        results = compressor.compress_rates(sample.context, rates, sample.question if aware else None)
+        for rate in rates:
+            res = results[rate]
+            extra = {"compression_seconds": res.seconds, "compressed_tokens": len(_ids(backend, res.text)), "own": res.own,
+                     "question_aware": aware, "compression_path": path}
+            if sample.sample_id in examples_for:
+                extra["example"] = {"original": sample.context, "compressed": res.text, "dropped": [list(d) for d in res.dropped]}
+            items.append((sample, res.text, n_ctx, extra))
+            slots.append(rate)
+    records = _remote_records(backend, items, protocol)
+    out: list[dict] = []
+    for i, _ in enumerate(samples):
+        per_rate = {rate: rec for rate, rec in zip(slots[i * len(rates):(i + 1) * len(rates)],
+                                                    records[i * len(rates):(i + 1) * len(rates)]) if rec is not None}
+        out.append(per_rate)
+    return out
+
+
 class Task:
     """Protocol ``task``: compress the context, ask the uncompressed question, generate greedily, score."""
 
@@ -111,10 +178,15 @@ class Task:
                                   context_tokens=p.context_tokens, depths=p.depths, n_shots=p.n_shots)
 
     def uncompressed(self, backend, samples, plan) -> list[dict]:
+        if _remote(backend):
+            return [r for r in _remote_baseline(backend, samples, plan.protocol) if r is not None]
         return [evaluate_baseline(backend, s, plan.protocol) for s in samples]
 
     def pressed(self, backend, samples, method, rates, plan) -> list[dict]:
         return [evaluate_kv(backend, s, method, rates, plan.protocol, plan.shared_prefill) for s in samples]
 
-    def compressed_text(self, backend, sample, compressor, rates, plan, keep_example: bool) -> dict:
-        return evaluate_prompt(backend, sample, compressor, rates, plan.protocol, keep_example=keep_example)
+    def compressed_texts(self, backend, samples, compressor, rates, plan, examples_for: set) -> list[dict]:
+        if _remote(backend):
+            return _remote_compressed(backend, samples, compressor, rates, plan.protocol, examples_for)
+        return [evaluate_prompt(backend, s, compressor, rates, plan.protocol, keep_example=s.sample_id in examples_for)
+                for s in samples]

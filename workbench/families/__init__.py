@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 
-from workbench.families.base import Family, Measurer, UnsupportedMethod
+from workbench.families.base import Family, Measurer, SampleFailed, UnsupportedMethod
 
 FAMILIES: dict[str, str] = {
     "baseline": "workbench.families.baseline:BaselineFamily",
@@ -27,4 +27,4 @@ def get(name: str) -> Family:
     return _loaded[name]
 
 
-__all__ = ["FAMILIES", "Family", "Measurer", "UnsupportedMethod", "get"]
+__all__ = ["FAMILIES", "Family", "Measurer", "SampleFailed", "UnsupportedMethod", "get"]

@@ -11,6 +11,11 @@ class UnsupportedMethod(Exception):
     the cell is 'unavailable', not failed."""
 
 
+class SampleFailed(Exception):
+    """In place of a sample's record: this sample alone could not be measured (an API request that failed for
+    good). Its cell keeps the other samples, ends in error naming the reason, and a resumed run retries it."""
+
+
 class Measurer:
     """A method made ready on a backend (models loaded, attention set): measures groups of samples.
 

@@ -63,7 +63,13 @@ class KVFamily(Family):
     def path(self, method, plan):
         return kv_path(method, plan.protocol, plan.shared_prefill)
 
+    def needs(self, plan):
+        return super().needs(plan) | {"prefill"}  # a press compresses a cache the backend prefilled
+
     def unavailable(self, method, plan):
+        if plan.evaluator is not None:
+            return (f"KV presses need a local cache; the API evaluator {plan.evaluator.label()} only answers prompts "
+                    "(to measure a press through an API: workbench serve --press NAME --rate R, then evaluate against it)")
         why = protocols.info(plan.protocol.name).needs_scorer_press
         r = presses.resolve(method.name, method.params)
         if why and not (r.traits.scorer or r.traits.decoding):

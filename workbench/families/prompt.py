@@ -22,8 +22,7 @@ class _Compressor(Measurer):
         self.examples_for = {s.sample_id for s in samples[:EXAMPLES_PER_CELL]}
 
     def measure(self, samples, rates):
-        return [self.protocol.compressed_text(self.backend, sample, self.compressor, rates, self.plan,
-                                              keep_example=sample.sample_id in self.examples_for) for sample in samples]
+        return self.protocol.compressed_texts(self.backend, samples, self.compressor, rates, self.plan, self.examples_for)
 
 
 class PromptFamily(Family):
