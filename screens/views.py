@@ -17,6 +17,7 @@ class View:
     cls: str  # ... this Screen class
     summary: str  # one line: the palette's help text
     text: str  # a paragraph: the help page
+    in_bar: bool = True  # listed on the view bar (at 80 columns the bar has room for six views and Help)
 
     @property
     def command(self) -> str:
@@ -45,6 +46,11 @@ VIEWS: tuple[View, ...] = (
          "best value of a row is green, the worst red."),
     View("inspect", "Inspect", "F6", "inspect", "InspectScreen", "what prompt compression dropped, per method",
          "For prompt-compression cells: the original text of one sample with what each method dropped struck out."),
+    View("analysis", "Analysis", "F7", "analysis", "AnalysisScreen", "where each method breaks: r*, ranking, tests, verdict",
+         "The threshold analysis of the open session, as `workbench analyze` writes it: per method the kept rate r* "
+         "below which quality falls off, with its interval (or why no breakpoint is supported), the area under the "
+         "quality-vs-rate curve relative to the baseline, the rank from paired tests on the same samples; whether "
+         "the thresholds and the curves differ, the method × task-type interaction, and the verdict.", in_bar=False),
     View("help", "Help", "F1", "help", "HelpScreen", "key bindings and what each view does (F1 or ?)", ""),
 )
 MODES = tuple(v for v in VIEWS if v.mode != "help")

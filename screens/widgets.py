@@ -62,6 +62,8 @@ class ViewBar(Static):
         text = Text(" workbench ", style="bold")
         for view in VIEWS:
             here = view.mode == self.current
+            if not view.in_bar:
+                continue
             text.append(f" {view.key} ", style="bold reverse" if here else "bold")
             text.append(f"{view.name} ", style="reverse" if here else "")
         return text

@@ -34,18 +34,24 @@ class DatasetError(ValueError):
     """A dataset spec that cannot be used; the message is one line that names the spec."""
 
 
+# What a dataset asks of a model, for grouping results by task (the analysis's interaction test).
+TASK_TYPES = ("language modelling", "reasoning", "QA", "summarisation", "retrieval")
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """A bundled dataset.
 
     ``kind`` is ``'text'`` (prose for language modelling) or ``'qa'`` (records whose ``text`` is the
-    input and whose ``meta['answer']`` is the reference output).
+    input and whose ``meta['answer']`` is the reference output). ``task_type`` groups datasets for the
+    analysis's method × task-type test: one of :data:`TASK_TYPES`.
     """
 
     name: str
     description: str
     licence: str
     kind: str
+    task_type: str = "language modelling"
 
 
 BUNDLED: dict[str, DatasetInfo] = {
@@ -56,11 +62,11 @@ BUNDLED: dict[str, DatasetInfo] = {
         DatasetInfo("tinystories", "TinyStories validation: ~1,000 short stories, one document per paragraph",
                     "CDLA-Sharing-1.0", "text"),
         DatasetInfo("gsm8k", "GSM8K test split: 1,319 grade-school maths problems with worked answers",
-                    "MIT", "qa"),
+                    "MIT", "qa", "reasoning"),
         DatasetInfo("paulgraham", "49 Paul Graham essays, the usual needle-in-a-haystack filler",
-                    "essays (c) Paul Graham, redistributed by an MIT-licensed repository", "text"),
+                    "essays (c) Paul Graham, redistributed by an MIT-licensed repository", "text", "retrieval"),
         DatasetInfo("meetingbank", "MeetingBank validation: 3 meeting transcripts with reference summaries",
-                    "CC BY-NC-SA 4.0", "qa"),
+                    "CC BY-NC-SA 4.0", "qa", "summarisation"),
     )
 }
 

@@ -111,6 +111,20 @@ def task_for_dataset_uncached(spec: str) -> str | None:
     return "qa" if any(_qa_fields(d) is not None for d in load_documents(spec)[:10]) else None
 
 
+def task_type(spec: str) -> str:
+    """The task type of a dataset spec (one of datasets.TASK_TYPES): a bundled dataset's is declared on its
+    registry entry; another's follows the task it supports (``task_for_dataset``: an ``hf:`` dataset is QA),
+    and prose without a task is language modelling. A local file that can no longer be read (a session from
+    another machine) is taken by its task-less default."""
+    if spec in BUNDLED:
+        return BUNDLED[spec].task_type
+    try:
+        task = task_for_dataset(spec)
+    except (ValueError, OSError):  # DatasetError is a ValueError: the file is not here
+        task = None
+    return TASKS[task].task_type if task else "language modelling"
+
+
 # --- building samples -------------------------------------------------------------------------------
 
 def task_samples(spec: str, n_samples: int, seed: int = 0, *, count_tokens: Callable[[str], int] | None = None,
@@ -430,17 +444,19 @@ class TaskKind:
     budget: int  # default max new tokens
     samples: Callable[[str, int, int, SampleOptions], list[TaskSample]]
     score: Callable[[str, tuple[str, ...]], dict]
+    task_type: str  # datasets.TASK_TYPES: how the analysis groups a dataset of this task
 
 
 # Default budgets: a GSM8K chain of thought runs ~100-200 tokens; the needle answer is one number.
 TASKS: dict[str, TaskKind] = {
     t.name: t
     for t in [
-        TaskKind("gsm8k", 256, lambda spec, n, seed, o: _gsm8k_samples(spec, n, seed, o.n_shots), _score_gsm8k),
+        TaskKind("gsm8k", 256, lambda spec, n, seed, o: _gsm8k_samples(spec, n, seed, o.n_shots), _score_gsm8k, "reasoning"),
         TaskKind("needle", 16, lambda spec, n, seed, o: _needle_samples(spec, n, seed, o.count_tokens, o.context_tokens, o.depths),
-                 _score_needle),
+                 _score_needle, "retrieval"),
         TaskKind("meetingbank", 128, lambda spec, n, seed, o: _record_samples(spec, "meetingbank", n, seed, _meeting_rows,
-                                                                              lambda q: "\n\nSummary:"), _score_meeting),
-        TaskKind("qa", 32, lambda spec, n, seed, o: _record_samples(spec, "qa", n, seed, _qa_rows, _qa_suffix), _score_qa),
+                                                                              lambda q: "\n\nSummary:"), _score_meeting,
+                 "summarisation"),
+        TaskKind("qa", 32, lambda spec, n, seed, o: _record_samples(spec, "qa", n, seed, _qa_rows, _qa_suffix), _score_qa, "QA"),
     ]
 }
