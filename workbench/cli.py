@@ -28,6 +28,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 # this module's exit codes. A session file that happens to be called like a subcommand opens as ./NAME.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("workbench.analysis.cli:main", "where each method breaks: thresholds r*, paired ranking, tests, verdict"),
+    "serve": ("workbench.serve.cli:main", "serve a model (optionally under a KV press) over an OpenAI-compatible API"),
 }
 
 

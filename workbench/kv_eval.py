@@ -343,11 +343,14 @@ def chunked_nll(model, ids: torch.Tensor, chunk_size: int, resolved: ResolvedPre
 
 
 def generate(model, cache, prompt_ids: torch.Tensor, start_position: int, max_new_tokens: int, eos_ids: set[int],
-             press=None) -> tuple[list[int], float]:
+             press=None, choose=None, on_token=None) -> tuple[list[int], float]:
     """Feed ``prompt_ids`` (1, Q) — the uncompressed question — on top of the cache, then decode greedily.
 
     Positions continue from ``start_position``. Decoding presses run under ``press`` (they compress while
-    decoding). Returns (generated token ids without the stop token, seconds).
+    decoding). ``choose(logits)`` picks the next token from the last position's logits (V,) instead of the
+    argmax (``workbench serve`` samples with it when a temperature is asked for); ``on_token(token)`` sees each
+    generated token as it comes and stops decoding when it returns False (a stop string, a client gone).
+    Returns (generated token ids without the stop token, seconds).
     """
     positions = torch.arange(start_position, start_position + prompt_ids.shape[1], device=prompt_ids.device).unsqueeze(0)
     out: list[int] = []
@@ -363,10 +366,12 @@ def generate(model, cache, prompt_ids: torch.Tensor, start_position: int, max_ne
             logits = model(input_ids=prompt_ids, past_key_values=cache, position_ids=positions, use_cache=True, logits_to_keep=1).logits
         position = start_position + prompt_ids.shape[1]
         for _ in range(max_new_tokens):
-            token = int(logits[0, -1].argmax())
+            token = int(logits[0, -1].argmax()) if choose is None else int(choose(logits[0, -1]))
             if token in eos_ids:
                 break
             out.append(token)
+            if (on_token is not None and on_token(token) is False) or len(out) == max_new_tokens:
+                break  # the last token's forward pass would compute logits nobody reads
             step = torch.tensor([[token]], device=prompt_ids.device)
             logits = model(input_ids=step, past_key_values=cache, position_ids=torch.tensor([[position]], device=prompt_ids.device),
                            use_cache=True, logits_to_keep=1).logits
