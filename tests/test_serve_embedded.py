@@ -28,6 +28,14 @@ def test_a_served_greedy_completion_is_the_local_task_answer(smollm2):
             assert answer["choices"][0]["text"] == expected, sample.sample_id
             ids = smollm2.tokenizer(sample.context + sample.prompt_suffix, add_special_tokens=False)["input_ids"]
             assert answer["usage"]["prompt_tokens"] == len(ids)
+        # Chat: the tokenizer's own template, assistant turn opened (SmolLM2-Instruct has one).
+        messages = [{"role": "user", "content": samples[0].question}]
+        chat = client.post("/chat/completions", json={"model": "smollm2-135m", "messages": messages, "max_tokens": 8,
+                                                      "temperature": 0}).json()
+        templated = smollm2.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        templated = templated["input_ids"] if isinstance(templated, dict) or hasattr(templated, "keys") else templated
+        assert chat["usage"]["prompt_tokens"] == len(templated)
+        assert chat["choices"][0]["message"]["role"] == "assistant" and chat["choices"][0]["message"]["content"]
     # real answers, not only empty texts equal to empty texts (the model ends one of these at once)
     assert sum(len(text) > 20 for text in local) >= 2
 
