@@ -200,6 +200,7 @@ def test_the_server_answers_while_generating_and_survives_a_client_leaving(tiny_
         assert quick.status_code == 200 and quick.json()["usage"]["completion_tokens"] == 2
         stats = _stats(client)
         assert stats["in_flight"] == 0 and stats["completed"] == {"/v1/completions": 1}
+        assert stats["cancelled"] == {"/v1/completions": 1} and stats["failed"] == {}
 
 
 def test_a_generation_error_is_a_500_and_the_server_goes_on(tiny_lm):

@@ -33,11 +33,13 @@ CHAT_DEFAULT_MAX_TOKENS = 256  # chat requests without max_tokens: a bound, so o
 
 
 class Stats:
-    """What the server has done: requests completed and failed per endpoint, tokens in and out, requests in flight."""
+    """What the server has done: requests completed, failed and cancelled (a streaming client that left) per endpoint,
+    tokens in and out of the completed ones, requests in flight."""
 
     def __init__(self):
         self.completed: dict[str, int] = {}
         self.failed: dict[str, int] = {}
+        self.cancelled: dict[str, int] = {}
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.in_flight = 0
@@ -50,8 +52,12 @@ class Stats:
     def fail(self, endpoint: str) -> None:
         self.failed[endpoint] = self.failed.get(endpoint, 0) + 1
 
+    def cancel(self, endpoint: str) -> None:
+        self.cancelled[endpoint] = self.cancelled.get(endpoint, 0) + 1
+
     def as_dict(self) -> dict:
-        return {"completed": dict(self.completed), "failed": dict(self.failed), "prompt_tokens": self.prompt_tokens,
+        return {"completed": dict(self.completed), "failed": dict(self.failed), "cancelled": dict(self.cancelled),
+                "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens, "in_flight": self.in_flight}
 
 
@@ -160,27 +166,32 @@ def build_app(engine: Engine, name: str, token: str | None = None, info: dict | 
 
         stats.in_flight += 1
         future = loop.run_in_executor(worker, work)
+        finished = False
         try:
             yield _sse(shape.first())
             while True:
                 kind, value = await queue.get()
                 if kind == "text":
                     yield _sse(shape.piece(value))
-                elif kind == "done":
+                elif kind == "done":  # generated: counted as completed even if the client leaves during the last chunks
+                    stats.done(endpoint, value.prompt_tokens, value.completion_tokens)
+                    finished = True
                     yield _sse(shape.last(value))
                     if body.include_usage():
                         yield _sse(shape.usage_only(value))
                     yield "data: [DONE]\n\n"
-                    stats.done(endpoint, value.prompt_tokens, value.completion_tokens)
                     return
                 elif kind == "error":
                     stats.fail(endpoint)
+                    finished = True
                     yield _sse(_server_error(value).body())
                     yield "data: [DONE]\n\n"
                     return
                 else:
                     return
         finally:
+            if not finished:
+                stats.cancel(endpoint)
             cancelled.set()  # the client left (or the stream ended): a running generation stops at its next token
             stats.in_flight -= 1
             future.add_done_callback(lambda f: f.exception())  # its errors went into the stream already
