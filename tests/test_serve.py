@@ -236,6 +236,20 @@ def test_the_token_never_appears_in_the_output(server, client):
     assert stderr.splitlines()[0] == f"serving tiny at {server.url}"
 
 
+def test_the_command_serves_under_a_press(tiny_llama_dir):
+    srv = ServerProcess(["--model", str(tiny_llama_dir), "--press", "knorm", "--rate", "0.5", "--device", "cpu"])
+    try:
+        assert srv.name == tiny_llama_dir.name  # the default name: the model folder's
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            model = c.get("/models").json()["data"][0]
+            assert model["workbench"] == {"press": "knorm", "press_params": {}, "rate": 0.5}
+            answer = c.post("/completions", json={"model": srv.name, "prompt": PROMPT, "max_tokens": 3}).json()
+        n = len(PROMPT.split()) - 1  # one word, one token; the prefill is all but the last
+        assert answer["workbench"]["kept_fraction"] == pytest.approx(int(n * 0.5) / n)
+    finally:
+        srv.stop()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Flags
 
