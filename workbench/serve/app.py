@@ -114,7 +114,7 @@ def build_app(engine: Engine, name: str, token: str | None = None, info: dict | 
         check_model(body.model)
         prompt = body.prompt
         if isinstance(prompt, str):
-            ids = engine.text_ids(prompt)
+            ids = await _on_worker(engine.text_ids, prompt)
             if not ids:
                 raise ApiError(400, "prompt: the prompt has no tokens", param="prompt")
         else:
@@ -127,10 +127,19 @@ def build_app(engine: Engine, name: str, token: str | None = None, info: dict | 
     async def chat(request: Request):
         body = await _body(request, ChatRequest)
         check_model(body.model)
-        ids = engine.chat_ids([m.as_dict() for m in body.messages])
+        try:
+            ids = await _on_worker(engine.chat_ids, [m.as_dict() for m in body.messages])
+        except Exception as err:  # noqa: BLE001 — templates raise what they like (jinja's TemplateError for a role order)
+            raise ApiError(400, scrub_paragraph(f"messages: the model's chat template refused them: {err}")[:500],
+                           param="messages") from None
         if not ids:
             raise ApiError(400, "messages: the conversation has no tokens", param="messages")
         return await _respond(body, ids, body.budget(CHAT_DEFAULT_MAX_TOKENS), "/v1/chat/completions", _ChatShape(name))
+
+    async def _on_worker(fn, *args):
+        # Tokenizing on the worker thread too: the tokenizer is then used by one thread only (streaming decodes there),
+        # and a long prompt does not hold up the event loop.
+        return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
 
     async def _respond(body, ids: list[int], max_tokens: int, endpoint: str, shape):
         sampling = Sampling(max_tokens=max_tokens, temperature=float(body.temperature), seed=body.seed, stop=body.stop_strings())
