@@ -13,7 +13,8 @@ Imports torch: loaded by the serve command after its flags are checked.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from contextlib import closing
+from dataclasses import dataclass
 
 import torch
 
@@ -49,7 +50,6 @@ class Completion:
     completion_tokens: int  # tokens generated, up to and including the one that completed a stop string
     finish_reason: str  # 'stop' (end-of-sequence token or stop string) | 'length' (max_tokens reached)
     kept_fraction: float  # of the prefilled prompt's KV entries (1.0 without a press)
-    extra: dict = field(default_factory=dict)
 
 
 class Engine:
@@ -124,11 +124,11 @@ class Engine:
             cache, _ = kv_eval.prefill(model, context)
             return run(cache, context.shape[1]), 1.0
         seed_id = f"serve-seed-{sampling.seed}"  # random presses draw from the request's seed
-        for _, cache, _, _, start, decoding_press in pressed_caches(self.lm, seed_id, context, self.press, [self.rate],
-                                                                    _PROTOCOL, shared_allowed=False):
+        caches = pressed_caches(self.lm, seed_id, context, self.press, [self.rate], _PROTOCOL, shared_allowed=False)
+        with closing(caches):  # closing it clears the head-wise masks the press left on the model
+            _, cache, _, _, start, decoding_press = next(caches)
             kept = kv_eval.kv_budget(model, cache, context.shape[1])["kept_fraction"]
-            return run(cache, start, decoding_press), kept  # the generator clears head-wise masks on return
-        raise RuntimeError("the press produced no cache")
+            return run(cache, start, decoding_press), kept
 
 
 def _sampler(sampling: Sampling, device):
