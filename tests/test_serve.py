@@ -201,6 +201,13 @@ def test_the_server_answers_while_generating_and_survives_a_client_leaving(tiny_
         stats = _stats(client)
         assert stats["in_flight"] == 0 and stats["completed"] == {"/v1/completions": 1}
         assert stats["cancelled"] == {"/v1/completions": 1} and stats["failed"] == {}
+        # Not streamed: a client that times out (and would retry) leaves too, and so does its generation.
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("/completions", json={**long, "stream": False}, timeout=1.5)
+        quick = client.post("/completions", json={"model": "tiny", "prompt": PROMPT, "max_tokens": 2}, timeout=30)
+        assert quick.status_code == 200
+        stats = _stats(client)
+        assert stats["cancelled"] == {"/v1/completions": 2} and stats["completed"] == {"/v1/completions": 2}
 
 
 def test_a_generation_error_is_a_500_and_the_server_goes_on(tiny_lm):

@@ -6,12 +6,14 @@ server really did, for tests and for users who count); ``GET /health``. Errors u
 
 Generation runs on one worker thread (the model is one; ``Engine.complete`` also holds a lock), so the event loop
 keeps answering /health, /v1/models and /workbench/stats while a request generates. A streaming client that goes
-away cancels its generation at the next token; a queued request whose client left never starts.
+away cancels its generation at the next token, and so does one waiting for a whole answer (checked every 0.25 s); a
+queued request whose client left never starts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import socket
@@ -22,13 +24,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from workbench.secrets import scrub_paragraph
 from workbench.serve.engine import Cancelled, Engine, Sampling
 from workbench.serve.schema import ApiError, ChatRequest, CompletionRequest, validation_error
 
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 CHAT_DEFAULT_MAX_TOKENS = 256  # chat requests without max_tokens: a bound, so one request cannot hold the model for long
 
 
@@ -121,7 +124,7 @@ def build_app(engine: Engine, name: str, token: str | None = None, info: dict | 
             ids = list(prompt)
             if any(i < 0 or i >= engine.vocab_size for i in ids):
                 raise ApiError(400, f"prompt: token ids must lie in [0, {engine.vocab_size})", param="prompt")
-        return await _respond(body, ids, body.max_tokens, "/v1/completions", _TextShape(name))
+        return await _respond(request, body, ids, body.max_tokens, "/v1/completions", _TextShape(name))
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -134,20 +137,30 @@ def build_app(engine: Engine, name: str, token: str | None = None, info: dict | 
                            param="messages") from None
         if not ids:
             raise ApiError(400, "messages: the conversation has no tokens", param="messages")
-        return await _respond(body, ids, body.budget(CHAT_DEFAULT_MAX_TOKENS), "/v1/chat/completions", _ChatShape(name))
+        return await _respond(request, body, ids, body.budget(CHAT_DEFAULT_MAX_TOKENS), "/v1/chat/completions", _ChatShape(name))
 
     async def _on_worker(fn, *args):
         # Tokenizing on the worker thread too: the tokenizer is then used by one thread only (streaming decodes there),
         # and a long prompt does not hold up the event loop.
         return await asyncio.get_running_loop().run_in_executor(worker, fn, *args)
 
-    async def _respond(body, ids: list[int], max_tokens: int, endpoint: str, shape):
+    async def _respond(request: Request, body, ids: list[int], max_tokens: int, endpoint: str, shape):
         sampling = Sampling(max_tokens=max_tokens, temperature=float(body.temperature), seed=body.seed, stop=body.stop_strings())
         loop = asyncio.get_running_loop()
         if not body.stream:
             stats.in_flight += 1
+            cancelled = threading.Event()
+            future = loop.run_in_executor(worker, functools.partial(engine.complete, ids, sampling, cancelled=cancelled))
             try:
-                done = await loop.run_in_executor(worker, engine.complete, ids, sampling)
+                # A client that gives up (its timeout, then maybe a retry) must not leave the model busy with an answer
+                # nobody reads: look for a disconnect while waiting, and stop the generation at its next token.
+                while not (await asyncio.wait({future}, timeout=DISCONNECT_POLL_S))[0]:
+                    if await request.is_disconnected():
+                        cancelled.set()
+                done = await future
+            except Cancelled:
+                stats.cancel(endpoint)
+                return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
             except Exception as err:  # noqa: BLE001 — a generation error is the client's 500, the server goes on
                 raise _server_error(err) from None
             finally:
