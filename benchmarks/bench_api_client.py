@@ -17,11 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/api_server.py: the same local server the tests use
+# tests/api_server.py: the same local server the tests use (imported by its own name: a dependency ships a
+# top-level package called `tests`).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import httpx  # noqa: E402
 
-from tests.api_server import FakeApi  # noqa: E402
+from api_server import FakeApi  # noqa: E402
 from workbench.api.cache import ResponseCache  # noqa: E402
 from workbench.api.client import ApiClient, Request  # noqa: E402
 from workbench.api.evaluator import parse_evaluator  # noqa: E402

@@ -33,6 +33,7 @@ class FakeApi:
         self.answered_bodies: Counter = Counter()
         self.auth_headers: list[str] = []
         self.release = threading.Event()
+        self.abandon = threading.Event()
         self.stalled = threading.Event()
         self._lock = threading.Lock()
         self.app = self._build()
@@ -63,6 +64,8 @@ class FakeApi:
             if action == "stall":
                 self.stalled.set()
                 await anyio.to_thread.run_sync(self.release.wait)
+                if self.abandon.is_set():  # its client is gone: not answered, as `workbench serve` cancels such a request
+                    return JSONResponse({"error": {"message": "client went away"}}, status_code=499)
             elif action is not None:
                 status, headers, text = action
                 return PlainTextResponse(text, status_code=status, headers=headers)

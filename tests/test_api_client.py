@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.api_server import FakeApi, closed_port
+from api_server import FakeApi, closed_port
 from workbench.api.cache import ResponseCache
 from workbench.api.client import Answer, ApiClient, Failure, ModelNotFound, Request
 from workbench.api.evaluator import parse_evaluator

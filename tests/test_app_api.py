@@ -8,7 +8,7 @@ import json
 
 from test_app_fakes import make_app, setup_ready, wait_for
 
-from tests.api_server import FakeApi
+from api_server import FakeApi
 
 
 def text(widget) -> str:
