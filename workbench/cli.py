@@ -27,6 +27,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 # (imported only when asked for, so `workbench --help` stays instant). Each one parses its own arguments and keeps
 # this module's exit codes. A session file that happens to be called like a subcommand opens as ./NAME.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "train-kvzap": ("workbench.kvzap.cli:main", "train the KVzap scorer for a model (so the kvzap press runs offline)"),
 }
 
 
