@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 from kvpress import KVzipPress
 
-from workbench import kv_eval
 
 # log(0) is -inf; a softmax weight this small is "never attended" for any threshold a user would pick.
 _SMALLEST_SCORE = 1e-30
@@ -55,7 +54,7 @@ def text_targets(model, tokenizer, text_ids: list[int], n_tokens: int, generator
     ids = torch.tensor([prefix + list(text_ids)], dtype=torch.long, device=model.device)
     hidden: dict[int, torch.Tensor] = {}
 
-    def record(module, kwargs, output):
+    def record(module, args, kwargs, output):
         if module.layer_idx not in hidden:  # the prefill only: the replay passes come later
             hidden[module.layer_idx] = kwargs["hidden_states"][0, len(prefix):].detach()
 
@@ -66,8 +65,12 @@ def text_targets(model, tokenizer, text_ids: list[int], n_tokens: int, generator
             if press.prefix_length != len(prefix):
                 raise RuntimeError(f"KVzipPress expects a chat prefix of {press.prefix_length} tokens, the workbench built "
                                    f"{len(prefix)}: the two disagree on this tokenizer's chat template")
-            with kv_eval.layer_hooks(model, record):
+            handles = [layer.self_attn.register_forward_hook(record, with_kwargs=True) for layer in _layers(model)]
+            try:
                 model(input_ids=ids, use_cache=True, past_key_values=_new_cache(), logits_to_keep=1)
+            finally:
+                for h in handles:
+                    h.remove()
     if press.captured is None:
         raise RuntimeError("KVzipPress computed no scores (an empty text?)")
     scores = press.captured[:, :, len(prefix):]  # (L, H, T)
@@ -77,6 +80,10 @@ def text_targets(model, tokenizer, text_ids: list[int], n_tokens: int, generator
     x = torch.stack([hidden[i][pick.to(hidden[i].device)].float().cpu() for i in range(layers)], dim=1)
     y = scores[:, :, pick.to(scores.device)].permute(2, 0, 1).cpu()
     return TextTargets(hidden=x.to(torch.float16), scores=torch.log(y.clamp_min(_SMALLEST_SCORE)))
+
+
+def _layers(model):
+    return (model.model.language_model if hasattr(model.model, "language_model") else model.model).layers
 
 
 def _new_cache():
