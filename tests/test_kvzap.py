@@ -237,3 +237,32 @@ def test_plan_takes_rates_for_dms_only_when_rate_matched(tmp_path):
     assert [c.rate for c in plan.cells() if c.method == "dms"] == [0.5, 0.25]
     path.write_text(json.dumps({**base, "methods": [{"name": "dms", "params": {"press": "kvzap"}}]}))
     assert [c.rate for c in load_preset(str(path)).cells() if c.method == "dms"] == [None]
+
+
+def test_a_plan_runs_kvzap_offline_once_a_scorer_is_trained(tiny_llama_dir, data_dir, monkeypatch):
+    """kv-compare's KVzap cells on the tiny model under the chunked protocol: unavailable (with the command) before
+    training, done after — rate-matched at the plan's rate, and at a fixed threshold — each record naming its scorer."""
+    from workbench import runner
+    from workbench.kvzap.train import train
+    from workbench.plan import parse_plan
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    plan = parse_plan({
+        "name": "tiny-kv-compare", "model": str(tiny_llama_dir), "datasets": [{"name": "wikitext2", "samples": 2, "seed": 0}],
+        "protocol": {"name": "chunked", "context_tokens": 96, "continuation_tokens": 31, "chunk_size": 32}, "rates": [0.5],
+        "methods": ["streaming-llm", {"name": "dms", "params": {"press": "kvzap", "match_rate": True, "sliding_window_size": 16},
+                                      "label": "kvzap"},
+                    {"name": "dms", "params": {"press": "kvzap", "threshold": 0.0, "sliding_window_size": 16}, "label": "kvzap-thr"}]})
+    before = {c["method"]: c for c in runner.run(plan).cells.values()}
+    assert before["kvzap"]["status"] == "unavailable" and "workbench train-kvzap --model" in before["kvzap"]["reason"]
+    assert before["streaming-llm"]["status"] == "done"
+
+    record = train(_settings(str(tiny_llama_dir)))
+    cells = {c["method"]: c for c in runner.run(plan).cells.values()}
+    matched, fixed = cells["kvzap"], cells["kvzap-thr"]
+    assert matched["status"] == "done" and fixed["status"] == "done"
+    assert matched["rate"] == 0.5 and abs(matched["kept_fraction"] - 0.5) < 0.15  # chunked: near the rate, measured
+    assert fixed["rate"] is None and 0 < fixed["kept_fraction"] <= 1
+    for s in matched["samples"] + fixed["samples"]:
+        assert record["folder"] in s["scorer"]
+    assert all(isinstance(s["threshold"], float) for s in matched["samples"])
