@@ -266,3 +266,17 @@ def test_a_plan_runs_kvzap_offline_once_a_scorer_is_trained(tiny_llama_dir, data
     for s in matched["samples"] + fixed["samples"]:
         assert record["folder"] in s["scorer"]
     assert all(isinstance(s["threshold"], float) for s in matched["samples"])
+
+
+def test_a_scorer_folder_that_is_not_there_is_refused_before_a_run(tiny_llama_dir, tmp_path):
+    from workbench.plan import PlanError, parse_plan
+    from workbench.preflight import preflight
+
+    doc = {"name": "t", "model": str(tiny_llama_dir), "datasets": [{"name": "wikitext2", "samples": 1}],
+           "protocol": {"context_tokens": 64, "continuation_tokens": 8}, "rates": [0.5],
+           "methods": ["knorm", {"name": "dms", "params": {"press": {"name": "kvzap", "params": {"scorer": str(tmp_path / "nope")}},
+                                                           "match_rate": True}}]}
+    with pytest.raises(PlanError, match=r"t.json: field 'methods\[1\]\.params\.press\.params\.scorer': .*nope is not a folder"):
+        preflight(parse_plan(doc), "t.json")
+    (tmp_path / "nope").mkdir()
+    preflight(parse_plan(doc), "t.json")

@@ -70,6 +70,8 @@ class PressTraits:
     threshold_param: str | None = None
     # Parameters of the workbench's own, not passed to the kvpress class.
     own_params: tuple[str, ...] = ()
+    # Parameters naming a local folder (when set): checked to exist before a run (preflight).
+    folder_params: tuple[str, ...] = ()
 
 
 def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=None, attention=None, aliases=(), builder=None,
@@ -150,7 +152,7 @@ PRESSES: dict[str, MethodInfo] = {
                {"model_type": "mlp", "scorer": None},
                needs_hub="needs a trained scorer: one `workbench train-kvzap` made for the model, a folder in 'scorer', or the hub's "
                          "nvidia/KVzap-* models",
-               builder="workbench.methods.kvzap_press:WorkbenchKVzapPress", traits=SCORER,
+               builder="workbench.methods.kvzap_press:WorkbenchKVzapPress", traits=replace(SCORER, folder_params=("scorer",)),
                rules={"model_type": R(choices=("linear", "mlp")), "scorer": R(kind=str, optional=True)}),
         _press("qfilter", "QFilterPress", "project keys on learned query filters", {}, needs_hub=_HUB + " (nthngdy/* Q-filters)", traits=SCORER),
         _press("expected-attention-stats", "ExpectedAttentionStatsPress", "expected attention with query statistics from a dataset",
@@ -308,6 +310,15 @@ def resolve(name: str, params: dict[str, Any]) -> ResolvedPress:
         score_traits=inner[0].traits if from_inner else t, scores_from_inner=from_inner,
         random=_flag(t.random, params) or any(i.random for i in inner), rerotates_keys=_flag(t.rerotates_keys, params),
         matched_threshold=t.threshold_param if info.takes_rates(params) and not info.rate_driven else None)
+
+
+def folders(name: str, params: dict[str, Any], where: str) -> list[tuple[str, str]]:
+    """(field, folder) of every local folder a configured press (nested presses included) names."""
+    info = PRESSES[name]
+    out = [(f"{where}.{key}", params[key]) for key in info.traits.folder_params if params.get(key)]
+    for key, spec in _nested(info, params):
+        out += folders(spec["name"], spec["params"], f"{where}.{key}.params")
+    return out
 
 
 def check_composition(name: str, params: dict[str, Any], where: str) -> None:
