@@ -33,8 +33,9 @@ def new_scorer(n_layers: int, hidden_size: int, n_kv_heads: int, settings: FitSe
 
 
 def fit(x: torch.Tensor, y: torch.Tensor, settings: FitSettings,
-        on_epoch: Callable[[int, int, float], None] | None = None) -> KVzapModel:
-    """A scorer fitted to hidden states ``x`` (N, layers, hidden) and log-scores ``y`` (N, layers, kv heads).
+        on_epoch: Callable[[int, int, float], None] | None = None, device: str = "cpu") -> KVzapModel:
+    """A scorer fitted to hidden states ``x`` (N, layers, hidden) and log-scores ``y`` (N, layers, kv heads), kept
+    on the CPU; batches go to ``device`` (the evaluated model's). Returns the scorer on the CPU.
 
     ``on_epoch(epoch, epochs, mean training loss)`` is called after every epoch (one call for the linear fit)."""
     torch.manual_seed(settings.seed)
@@ -44,8 +45,8 @@ def fit(x: torch.Tensor, y: torch.Tensor, settings: FitSettings,
         if on_epoch:
             on_epoch(1, 1, float(_mse(scorer, x, y).mean()))
         return scorer
-    _train_mlp(scorer, x, y, settings, on_epoch)
-    return scorer.eval()
+    _train_mlp(scorer.to(device), x, y, settings, on_epoch, device)
+    return scorer.cpu().eval()
 
 
 def _ridge(scorer: KVzapModel, x: torch.Tensor, y: torch.Tensor, alpha: float) -> None:
@@ -60,7 +61,7 @@ def _ridge(scorer: KVzapModel, x: torch.Tensor, y: torch.Tensor, alpha: float) -
         module.bias.data = (y_mean - x_mean @ w).float()
 
 
-def _train_mlp(scorer: KVzapModel, x: torch.Tensor, y: torch.Tensor, settings: FitSettings, on_epoch) -> None:
+def _train_mlp(scorer: KVzapModel, x: torch.Tensor, y: torch.Tensor, settings: FitSettings, on_epoch, device: str) -> None:
     optimizer = torch.optim.AdamW(scorer.parameters(), lr=settings.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -71,7 +72,7 @@ def _train_mlp(scorer: KVzapModel, x: torch.Tensor, y: torch.Tensor, settings: F
         total, batches = 0.0, 0
         for begin in range(0, x.shape[0], settings.batch_size):
             rows = order[begin : begin + settings.batch_size]
-            loss = loss_fn(scorer(x[rows].float()), y[rows])
+            loss = loss_fn(scorer(x[rows].to(device).float()), y[rows].to(device))
             optimizer.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)

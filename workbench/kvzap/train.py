@@ -131,6 +131,7 @@ def train(settings: TrainSettings, on_progress: Progress | None = None, cancel: 
             say("targets", text.index + 1, len(texts), f"KVzip+ targets: text {text.index + 1}/{len(texts)} ({text.dataset}, "
                 f"{len(text.ids)} tokens{', kept from an earlier run' if kept else ''})")
         targets_seconds = time.perf_counter() - t0
+        device = lm.device
         del model, lm
         parts = {t.index: load_file(str(work / "texts" / f"{t.index:04d}.safetensors")) for t in texts}
         x_train, y_train = _stack(parts, [t for t in texts if not t.held_out])
@@ -144,7 +145,7 @@ def train(settings: TrainSettings, on_progress: Progress | None = None, cancel: 
             if cancel is not None and cancel.is_set():
                 raise Cancelled("training cancelled; the texts scored so far are kept and a rerun resumes from them")
 
-        scorer = kvzap_fit.fit(x_train, y_train, settings.fit, on_epoch=epoch_done)
+        scorer = kvzap_fit.fit(x_train, y_train, settings.fit, on_epoch=epoch_done, device=device)
         fit_seconds = time.perf_counter() - t1
         per_layer = kvzap_fit.layer_fit(kvzap_fit.predict(scorer, x_test), y_test) if len(x_test) else []
         record = _record(settings, shape, fingerprint, texts, x_train, x_test, losses, per_layer,
