@@ -250,8 +250,7 @@ class Chunked:
             kv_eval.seed_sample(sample.sample_id)
             # The cache ends up holding the window's first N-1 tokens: the threshold is matched on those.
             fields = _match_rate(lm.model, press, ids[:, :-1], rate, resolved)
-            nll, n, cache, seconds = kv_eval.chunked_nll(lm.model, ids, protocol.chunk_size, resolved, press,
-                                                         rate)
+            nll, n, cache, seconds = kv_eval.chunked_nll(lm.model, ids, protocol.chunk_size, resolved, press, rate)
             budget = kv_eval.kv_budget(lm.model, cache, ids.shape[1] - 1)
             fields.update(_scorer_field(press))
             out[rate] = {**_record(sample, nll, n, budget, fields.pop("match_seconds", 0.0), seconds, "per-rate"), **fields}
