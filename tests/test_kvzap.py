@@ -280,3 +280,12 @@ def test_a_scorer_folder_that_is_not_there_is_refused_before_a_run(tiny_llama_di
         preflight(parse_plan(doc), "t.json")
     (tmp_path / "nope").mkdir()
     preflight(parse_plan(doc), "t.json")
+
+
+def test_two_trainings_of_one_scorer_do_not_run_at_once(tiny_llama_dir, data_dir):
+    from workbench.kvzap.train import _exclusive, train
+
+    with _exclusive(store.work_dir(str(tiny_llama_dir), "mlp")):  # as another process holding the lock would
+        with pytest.raises(store.TrainingBusy, match="another process is training this scorer"):
+            train(_settings(str(tiny_llama_dir)))
+    assert train(_settings(str(tiny_llama_dir)))["samples_train"] == 80

@@ -10,7 +10,6 @@ folder and renamed into place, so a kill leaves the previous scorer or the new o
 
 from __future__ import annotations
 
-import fcntl
 import os
 import random
 import shutil
@@ -219,6 +218,10 @@ class _exclusive:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(self.path, "a+")
         try:
+            import fcntl  # not on Windows: no lock there, as for sessions
+        except ImportError:
+            return self
+        try:
             fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.fh.close()
@@ -226,5 +229,4 @@ class _exclusive:
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self.fh, fcntl.LOCK_UN)
-        self.fh.close()
+        self.fh.close()  # closing the file releases the lock
