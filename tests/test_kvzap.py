@@ -289,3 +289,23 @@ def test_two_trainings_of_one_scorer_do_not_run_at_once(tiny_llama_dir, data_dir
         with pytest.raises(store.TrainingBusy, match="another process is training this scorer"):
             train(_settings(str(tiny_llama_dir)))
     assert train(_settings(str(tiny_llama_dir)))["samples_train"] == 80
+
+
+def test_kvzap_as_a_score_press_shares_one_prefill_across_rates(tiny_llama_dir, tiny_lm, data_dir):
+    """The plain kvzap press (top-k of its scores per head) on the shared-prefill path gives the per-rate caches."""
+    from workbench import datasets, evaluate
+    from workbench.kvzap.train import train
+    from workbench.plan import MethodSpec, ProtocolSpec
+
+    train(_settings(str(tiny_llama_dir)))
+    protocol = ProtocolSpec(name="context-continuation", context_tokens=64, continuation_tokens=8)
+    sample = datasets.lm_samples("wikitext2", tiny_lm.tokenizer, 1, 64, 8, 3)[0]
+    method = MethodSpec(name="kvzap", family="kv", label="kvzap", params={"model_type": "mlp", "scorer": None, "compression_ratio": 0.0},
+                        rates=[0.75, 0.5])
+    shared = evaluate.evaluate_kv(tiny_lm, sample, method, [0.75, 0.5], protocol, shared_allowed=True)
+    per_rate = evaluate.evaluate_kv(tiny_lm, sample, method, [0.75, 0.5], protocol, shared_allowed=False)
+    for rate in (0.75, 0.5):
+        assert shared[rate]["path"] == "shared-prefill" and per_rate[rate]["path"] == "per-rate"
+        assert shared[rate]["nll_sum"] == pytest.approx(per_rate[rate]["nll_sum"], rel=1e-6)
+        assert shared[rate]["kept_fraction"] == per_rate[rate]["kept_fraction"] == pytest.approx(rate, abs=1 / 64)
+        assert shared[rate]["scorer"] == per_rate[rate]["scorer"] and "trained for" in shared[rate]["scorer"]

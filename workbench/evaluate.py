@@ -93,6 +93,8 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
             kv_eval.seed_sample(seed_id)
             shared = kv_eval.shared_prefill(model, ctx, resolved, press)
             for rate in rates:
+                if extras is not None:
+                    extras[rate] = _scorer_field(press)
                 cache, select_s = kv_eval.cache_for_rate(model, shared, rate, resolved)
                 # The one prefill is shared by the rates: each carries its share, plus its own selection.
                 yield rate, cache, shared.seconds / len(rates) + select_s, "shared-prefill", ctx.shape[1], None
