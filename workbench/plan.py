@@ -326,8 +326,10 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
         where, _, message = str(err).partition(": ")
         raise PlanError(message, source, f"{path}.params{where}") from None
     rates = value.get("rates")
-    if not info.rate_driven:
-        _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates", source, f"{path}.rates")
+    if not info.takes_rates(params):
+        hint = f" (or set params.{info.rates_when} to true to meet rates)" if info.rates_when else ""
+        _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates{hint}", source,
+                f"{path}.rates")
         rates = [None]
     elif rates is not None:
         rates = _parse_rates(rates, source, f"{path}.rates")

@@ -47,6 +47,19 @@ def preflight(plan: Plan, source: str | None = None) -> None:
                         source, "protocol.context_tokens")
     for i, ds in enumerate(plan.datasets):
         _check_dataset(plan, i, ds, positions, tokenizer, source)
+    _check_folders(plan, source)
+
+
+def _check_folders(plan: Plan, source) -> None:
+    """Folders a method's parameters name (a KVzap scorer) exist: a typo fails now, not as a cell at run time."""
+    from workbench.methods import presses
+
+    for i, m in enumerate(plan.methods):
+        if m.family != "kv":
+            continue
+        for where, folder in presses.folders(m.name, m.params, f"methods[{i}].params"):
+            if not pathlib.Path(str(folder)).expanduser().is_dir():
+                raise PlanError(f"{folder} is not a folder here", source, where)
 
 
 def _check_api_key(plan: Plan, source) -> None:

@@ -104,7 +104,14 @@ class MethodInfo:
     traits: Any = None
     # Types and ranges of parameters beyond what their defaults say.
     rules: dict[str, ParamRule] = field(default_factory=dict)
+    # A boolean parameter that, when true, makes a method driven by its parameters (a threshold) take the plan's
+    # rates after all: it then meets each rate by setting that parameter per sample (DMS's ``match_rate``).
+    rates_when: str | None = None
 
     @property
     def rate_driven(self) -> bool:
         return self.rate_param is not None
+
+    def takes_rates(self, params: dict[str, Any]) -> bool:
+        """Whether a method configured with ``params`` is measured at the plan's rates (else at its own settings)."""
+        return self.rate_driven or bool(self.rates_when and params.get(self.rates_when))

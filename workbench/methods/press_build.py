@@ -22,6 +22,8 @@ def build_press(name: str, params: dict[str, Any], rate: float | None):
         cls = getattr(kvpress, info.implementation)
     kwargs: dict[str, Any] = {}
     for key, value in params.items():
+        if key in t.own_params:  # the workbench's, not the press class's
+            continue
         if key in info.nested and value is not None:
             if isinstance(value, list):
                 value = [build_press(v["name"], v["params"], rate) for v in value]

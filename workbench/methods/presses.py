@@ -65,10 +65,17 @@ class PressTraits:
     hub_unless: str | None = None
     # Workbench parameters given as fractions KEPT that kvpress takes as fractions removed: {ours: kvpress's}.
     kept_lists: dict[str, str] = field(default_factory=dict)
+    # The score threshold a rate-matched cell sets per sample to keep the rate (see MethodInfo.rates_when and
+    # workbench.threshold_match); the measured kept fraction is recorded either way.
+    threshold_param: str | None = None
+    # Parameters of the workbench's own, not passed to the kvpress class.
+    own_params: tuple[str, ...] = ()
+    # Parameters naming a local folder (when set): checked to exist before a run (preflight).
+    folder_params: tuple[str, ...] = ()
 
 
 def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=None, attention=None, aliases=(), builder=None,
-           traits: PressTraits | None = None, rules: dict[str, ParamRule] | None = None):
+           traits: PressTraits | None = None, rules: dict[str, ParamRule] | None = None, rates_when: str | None = None):
     full = {CR: 0.0} if rate_param == CR else {}
     full.update(params or {})
     return MethodInfo(
@@ -85,6 +92,7 @@ def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=
         builder=builder,
         traits=traits or PressTraits(),
         rules=rules or {},
+        rates_when=rates_when,
     )
 
 
@@ -140,9 +148,12 @@ PRESSES: dict[str, MethodInfo] = {
                {"press": _DEFAULT_INNER, "epsilon": 1e-4, "first_stage_ratio": 0.5}, nested=("press",),
                traits=replace(_WRAPPER, scorer=True, per_rate_reason="its first-stage budget depends on the rate"),
                rules={"epsilon": _NONNEG, "first_stage_ratio": _FRACTION}),
-        _press("kvzap", "KVzapPress", "a learned surrogate of KVzip+ scores on the hidden states",
-               {"model_type": "mlp"}, needs_hub=_HUB + " (nvidia/KVzap-* scorer models)", traits=SCORER,
-               rules={"model_type": R(choices=("linear", "mlp"))}),
+        _press("kvzap", "KVzapPress", "a learned surrogate of KVzip+ scores on the hidden states (train: workbench train-kvzap)",
+               {"model_type": "mlp", "scorer": None},
+               needs_hub="needs a trained scorer: one `workbench train-kvzap` made for the model, a folder in 'scorer', or the hub's "
+                         "nvidia/KVzap-* models",
+               builder="workbench.methods.kvzap_press:WorkbenchKVzapPress", traits=replace(SCORER, folder_params=("scorer",)),
+               rules={"model_type": R(choices=("linear", "mlp")), "scorer": R(kind=str, optional=True)}),
         _press("qfilter", "QFilterPress", "project keys on learned query filters", {}, needs_hub=_HUB + " (nthngdy/* Q-filters)", traits=SCORER),
         _press("expected-attention-stats", "ExpectedAttentionStatsPress", "expected attention with query statistics from a dataset",
                {"n_future_positions": 512, "n_sink": 4, "use_covariance": True, "use_vnorm": True, "epsilon": 0.0, "sample_seq_len": 1000,
@@ -182,10 +193,12 @@ PRESSES: dict[str, MethodInfo] = {
                {"base_press": "knorm", "compression_interval": 512, "hidden_states_buffer_size": 256}, rate_param="target_compression_ratio",
                nested=("base_press",), traits=_DECODING, rules={"compression_interval": _POS, "hidden_states_buffer_size": _NONNEG}),
         # Presses driven by their own parameters (threshold, sizes): rates do not apply, the kept fraction is measured.
-        _press("dms", "DMSPress", "evict entries whose score falls below a threshold (KVzap-style; seed 004)",
-               {"press": "kvzap", "threshold": -6.0, "sliding_window_size": 128, "decoding": True}, rate_param=None, nested=("press",),
-               aliases=("threshold",), attention="!eager",  # its masking attention fails under eager attention
-               traits=replace(_DECODING, wraps="scorer", headwise_mask=True), rules={"threshold": R(kind=float), "sliding_window_size": _NONNEG}),
+        _press("dms", "DMSPress", "evict entries whose score falls below a threshold (KVzap-style; seed 004); match_rate: "
+               "a threshold per sample that meets each rate",
+               {"press": "kvzap", "threshold": -6.0, "sliding_window_size": 128, "decoding": True, "match_rate": False}, rate_param=None,
+               nested=("press",), aliases=("threshold",), attention="!eager",  # its masking attention fails under eager attention
+               traits=replace(_DECODING, wraps="scorer", headwise_mask=True, threshold_param="threshold", own_params=("match_rate",)),
+               rules={"threshold": R(kind=float), "sliding_window_size": _NONNEG}, rates_when="match_rate"),
         _press("decoding", "DecodingPress", "compress every N decoding steps to a fixed number of tokens",
                {"base_press": "knorm", "compression_interval": 512, "target_size": 2048, "hidden_states_buffer_size": 256}, rate_param=None,
                nested=("base_press",), traits=_DECODING,
@@ -255,6 +268,8 @@ class ResolvedPress:
     scores_from_inner: bool
     random: bool
     rerotates_keys: bool
+    # The threshold parameter set per sample to meet the rate (a rate-matched threshold press), else None.
+    matched_threshold: str | None = None
 
 
 def _flag(value: bool | str, params: dict) -> bool:
@@ -293,7 +308,17 @@ def resolve(name: str, params: dict[str, Any]) -> ResolvedPress:
     return ResolvedPress(
         name=name, traits=t, attention=attention, hub_reason=hub, per_rate_reason=reason,
         score_traits=inner[0].traits if from_inner else t, scores_from_inner=from_inner,
-        random=_flag(t.random, params) or any(i.random for i in inner), rerotates_keys=_flag(t.rerotates_keys, params))
+        random=_flag(t.random, params) or any(i.random for i in inner), rerotates_keys=_flag(t.rerotates_keys, params),
+        matched_threshold=t.threshold_param if info.takes_rates(params) and not info.rate_driven else None)
+
+
+def folders(name: str, params: dict[str, Any], where: str) -> list[tuple[str, str]]:
+    """(field, folder) of every local folder a configured press (nested presses included) names."""
+    info = PRESSES[name]
+    out = [(f"{where}.{key}", params[key]) for key in info.traits.folder_params if params.get(key)]
+    for key, spec in _nested(info, params):
+        out += folders(spec["name"], spec["params"], f"{where}.{key}.params")
+    return out
 
 
 def check_composition(name: str, params: dict[str, Any], where: str) -> None:

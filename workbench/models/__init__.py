@@ -6,7 +6,7 @@
 
 from workbench.models.loader import LoadedModel, load_model, quiet_transformers
 from workbench.models.spec import (ATTN_IMPLEMENTATIONS, DTYPES, EMBEDDED_MODELS, EmbeddedModel, ModelLoadError, cache_root,
-                                   classify_model_spec, embedded_gguf, resolve_device_dtype)
+                                   classify_model_spec, data_root, embedded_gguf, resolve_device_dtype)
 
 __all__ = ["ATTN_IMPLEMENTATIONS", "DTYPES", "EMBEDDED_MODELS", "EmbeddedModel", "LoadedModel", "ModelLoadError", "cache_root",
-           "classify_model_spec", "embedded_gguf", "load_model", "quiet_transformers", "resolve_device_dtype"]
+           "classify_model_spec", "data_root", "embedded_gguf", "load_model", "quiet_transformers", "resolve_device_dtype"]

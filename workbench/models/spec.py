@@ -45,6 +45,16 @@ def cache_root() -> pathlib.Path:
     return pathlib.Path(base).expanduser() / "compression-workbench"
 
 
+def data_root() -> pathlib.Path:
+    """Where the workbench keeps what it makes for the user (trained KVzap scorers): $WORKBENCH_DATA, else
+    $XDG_DATA_HOME/compression-workbench, else ~/.local/share/compression-workbench. Unlike cache_root(),
+    nothing here can be rebuilt for free (a scorer costs minutes of training)."""
+    if os.environ.get("WORKBENCH_DATA"):
+        return pathlib.Path(os.environ["WORKBENCH_DATA"]).expanduser()
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join("~", ".local", "share")
+    return pathlib.Path(base).expanduser() / "compression-workbench"
+
+
 def classify_model_spec(spec: str) -> str:
     """Return 'embedded' | 'gguf' | 'folder' | 'hub' from the spec's shape and the file system only.
 
