@@ -24,13 +24,20 @@ def _plan(model_dir, evaluator: dict | None) -> dict:
 
 
 def _run(tmp_path, name: str, plan: dict, env: dict) -> dict:
+    """{(method, rate): [answer text per sample]} of a headless run of ``plan``."""
+    cells = _cells(tmp_path, name, plan, env)
+    return {key: [s["generated"] for s in samples] for key, samples in cells.items()}
+
+
+def _cells(tmp_path, name: str, plan: dict, env: dict) -> dict:
+    """{(method, rate): [sample records]} of a headless run of ``plan``."""
     preset, out = tmp_path / f"{name}.json", tmp_path / f"{name}-session.json"
     preset.write_text(json.dumps(plan))
     result = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(preset), "--out", str(out)], capture_output=True,
-                            text=True, timeout=300, env=env)
+                            text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     session = json.loads(out.read_text())
-    return {(c["method"], c["rate"]): [s["generated"] for s in c["samples"]] for c in session["cells"]}
+    return {(c["method"], c["rate"]): c["samples"] for c in session["cells"]}
 
 
 def test_an_api_evaluation_against_serve_answers_what_the_local_model_answers(tiny_llama_dir, tmp_path):
@@ -83,10 +90,6 @@ def test_the_api_local_preset_scores_what_the_local_model_scores(tmp_path, embed
 
 
 def _scored(tmp_path, name: str, plan: dict, env: dict) -> dict:
-    preset, out = tmp_path / f"{name}.json", tmp_path / f"{name}-session.json"
-    preset.write_text(json.dumps(plan))
-    result = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(preset), "--out", str(out)], capture_output=True,
-                            text=True, timeout=600, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    session = json.loads(out.read_text())
-    return {(c["method"], c["rate"]): {s["sample_id"]: (s["generated"], s["score"]) for s in c["samples"]} for c in session["cells"]}
+    """{(method, rate): {sample id: (answer, score)}} of a headless run of ``plan``."""
+    return {key: {s["sample_id"]: (s["generated"], s["score"]) for s in samples}
+            for key, samples in _cells(tmp_path, name, plan, env).items()}

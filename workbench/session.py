@@ -14,12 +14,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from workbench import __version__, jsonio, metrics, session_schema
+from workbench.atomic_write import write_text_atomically
 from workbench.plan import BASELINE_LABEL, CellSpec, Plan, PlanError, parse_plan
 from workbench.secrets import scrub
 from workbench.session_lock import SessionLock, SessionLocked, acquire_session_lock
@@ -262,50 +261,10 @@ def check_target(path: str | os.PathLike) -> None:
 
 
 def _write_atomically(target: Path, text: str) -> None:
-    """Temporary file beside ``target``, fsync, rename; the target keeps its mode (a new one: the umask's)."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = stat.S_IMODE(os.stat(target).st_mode)
-        except FileNotFoundError:
-            mode = 0o666 & ~_umask()
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        write_text_atomically(target, text)
     except OSError as err:
         raise SessionError(f"{target}: cannot write the session ({err.strerror or err})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fchmod(fh.fileno(), mode)  # mkstemp makes 0600 files
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise SessionError(f"{target}: cannot write the session ({err.strerror or err})") from None
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
-def _umask() -> int:
-    """The process's umask, read without changing it where Linux tells it (/proc), else set and restored."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _json_default(value):

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from workbench.analysis import text
-from workbench.session import _umask  # the process's umask, read without changing it (threads run beside us)
+from workbench.atomic_write import write_atomically
 
 
 class WriteError(OSError):
@@ -18,23 +17,10 @@ class WriteError(OSError):
 
 
 def _atomic(target: Path, write) -> Path:
-    target = Path(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        return write_atomically(target, write)
     except OSError as err:
         raise WriteError(f"{target}: cannot write ({err.strerror or err})") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, target)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise WriteError(f"{target}: cannot write ({err.strerror or err})") from None
-        raise
-    return target
 
 
 def json_text(report: dict) -> str:

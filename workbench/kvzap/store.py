@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from workbench.atomic_write import write_text_atomically
 from workbench.models.spec import EMBEDDED_MODELS, data_root
 
 KINDS = ("mlp", "linear")
@@ -101,15 +100,5 @@ def find(fingerprint: str, kind: str) -> Path | None:
 
 
 def write_json_atomically(target: Path, data: Any) -> None:
-    """Temporary file beside ``target``, fsync, rename: a reader (or a kill) sees the old file or the new one."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, allow_nan=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """A reader (or a kill) sees the old file or the new one (workbench.atomic_write)."""
+    write_text_atomically(target, json.dumps(data, indent=1, allow_nan=False))
