@@ -83,3 +83,35 @@ def test_every_compressor_takes_several_texts(tiny_lm):
     naive.load(tiny_lm)
     many = naive.compress_many(texts, [0.5])
     assert [m[0.5].text for m in many] == [naive.compress(t, 0.5).text for t in texts]
+
+
+@pytest.mark.parametrize("name,params", [("selective-context", {"chunk_tokens": 16}), ("naive", {})])
+def test_prompt_cells_in_batches_equal_one_sample_at_a_time(tiny_lm, name, params):
+    """The perplexity protocol's group path (what the runner uses when units carry several samples): the same
+    compressed texts, kept fractions and KV figures as one sample at a time, NLL to 1e-5, a batch field."""
+    from workbench import evaluate
+    from workbench.datasets import lm_samples
+    from workbench.families.prompt import _Compressor
+    from workbench.methods.prompt import build_compressor
+    from workbench.plan import ProtocolSpec
+
+    assert _Compressor.batchable
+    protocol = ProtocolSpec(context_tokens=48, continuation_tokens=8)
+    samples = lm_samples("wikitext2", tiny_lm.tokenizer, 5, 48, 8, seed=0)
+    compressor = build_compressor(name, params)
+    compressor.load(tiny_lm)
+    rates = [0.3, 0.6]
+    keep = {samples[0].sample_id}
+    together = evaluate.evaluate_prompt_batch(tiny_lm, samples, compressor, rates, protocol, keep)
+    lengths = set()
+    for sample, records in zip(samples, together):
+        alone = evaluate.evaluate_prompt(tiny_lm, sample, compressor, rates, protocol, keep_example=sample.sample_id in keep)
+        for rate in rates:
+            got, expected = records[rate], alone[rate]
+            assert got["batch"] == len(samples) and "batch" not in expected
+            assert abs(got["nll_sum"] - expected["nll_sum"]) <= 1e-5
+            for key in ("n_tokens", "compressed_tokens", "kv_bytes", "kv_bytes_physical", "path", "example", "own"):
+                assert got.get(key) == expected.get(key), key
+            assert got["kept_fraction"] == pytest.approx(expected["kept_fraction"], rel=1e-12)
+            lengths.add(got["compressed_tokens"])
+    assert len(lengths) > 2  # the batch really held contexts of different lengths

@@ -27,18 +27,21 @@ class RowResult:
     scoring_seconds: float
     context_tokens: int   # real (unpadded) entries per layer and head this row's cache holds
     batch: int            # rows in its forward pass
+    budget: dict | None = None  # kv_eval.kv_budget's figures for this row alone (when context_tokens was given)
 
 
 def padded_nlls(model, contexts: list[list[int]], continuations: list[list[int]], batch_size: int = 8,
-                pad_id: int = 0) -> list[RowResult]:
+                pad_id: int = 0, context_tokens: int | None = None) -> list[RowResult]:
     """What ``kv_eval.prefill`` + ``kv_eval.continuation_nll`` give for each (context, continuation) pair, in
     batches: ``continuations[i]`` (T+1 token ids, the same T for every pair) is fed from position
     ``len(contexts[i])`` and its last T tokens are scored. ``batch_size`` contexts per forward pass, longest
-    first. Results in the order of ``contexts``."""
+    first. Results in the order of ``contexts``. With ``context_tokens`` (the uncompressed context's length),
+    each row also gets its KV budget: the padded cache's figures scaled to the row's own entries (every figure
+    is proportional to the entries a row holds; no press runs here)."""
     import torch
     from transformers import DynamicCache
 
-    from workbench.kv_eval import _sync, token_nlls
+    from workbench.kv_eval import _sync, kv_budget, token_nlls
 
     device = model.device
     order = sorted(range(len(contexts)), key=lambda i: -len(contexts[i]))
@@ -66,6 +69,7 @@ def padded_nlls(model, contexts: list[list[int]], continuations: list[list[int]]
             _sync(model)
             prefill_s = time.perf_counter() - start
             start = time.perf_counter()
+            padded_budget = kv_budget(model, cache, context_tokens) if context_tokens else None
             full_mask = torch.cat([mask, torch.ones_like(inputs)], dim=1)
             logits = model(input_ids=inputs, attention_mask=full_mask, past_key_values=cache, position_ids=positions,
                            use_cache=True).logits
@@ -73,5 +77,9 @@ def padded_nlls(model, contexts: list[list[int]], continuations: list[list[int]]
         _sync(model)
         scoring_s = time.perf_counter() - start
         for r, i in enumerate(rows):
-            out[i] = RowResult(nll[r], n, prefill_s / len(rows), scoring_s / len(rows), lengths[r], len(rows))
+            budget = None
+            if padded_budget is not None:
+                scale = lengths[r] / width
+                budget = {k: (int(round(v * scale)) if isinstance(v, int) else v * scale) for k, v in padded_budget.items()}
+            out[i] = RowResult(nll[r], n, prefill_s / len(rows), scoring_s / len(rows), lengths[r], len(rows), budget)
     return out
