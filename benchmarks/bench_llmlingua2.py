@@ -12,6 +12,8 @@ Usage: python benchmarks/bench_llmlingua2.py [--words 512 2048 8192] [--sizes ti
 
 from __future__ import annotations
 
+# ruff: noqa: B023 - every lambda below is called at once, inside its loop iteration
+
 import argparse
 import pathlib
 import statistics
@@ -19,8 +21,8 @@ import tempfile
 import time
 
 RATES9 = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
-SIZES = {"tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-         "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)}
+SIZES = {"tiny": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+         "base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072}}
 
 
 def _wikitext_words(n: int) -> str:
@@ -44,7 +46,14 @@ def _classifier(folder: pathlib.Path, text: str, size: str) -> pathlib.Path:
     """A random BertForTokenClassification in a folder named like the official checkpoint, with a cased
     WordPiece vocabulary over the text's words (long words split into '##' pieces)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from transformers import BertConfig, BertForTokenClassification, BertTokenizerFast
 
     words = sorted({w for w, _ in pre_tokenizers.BertPreTokenizer().pre_tokenize_str(text)})

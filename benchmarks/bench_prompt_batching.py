@@ -9,6 +9,8 @@ Usage: python benchmarks/bench_prompt_batching.py [--model smollm2-135m] [--devi
 
 from __future__ import annotations
 
+# ruff: noqa: B023 - every lambda below is called at once, inside its loop iteration
+
 import argparse
 import time
 

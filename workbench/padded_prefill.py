@@ -80,6 +80,6 @@ def padded_nlls(model, contexts: list[list[int]], continuations: list[list[int]]
             budget = None
             if padded_budget is not None:
                 scale = lengths[r] / width
-                budget = {k: (int(round(v * scale)) if isinstance(v, int) else v * scale) for k, v in padded_budget.items()}
+                budget = {k: (round(v * scale) if isinstance(v, int) else v * scale) for k, v in padded_budget.items()}
             out[i] = RowResult(nll[r], n, prefill_s / len(rows), scoring_s / len(rows), lengths[r], len(rows), budget)
     return out

@@ -90,7 +90,7 @@ class Lingua2Cut:
                 out.append(tok.convert_tokens_to_string(tokens[st:n]))
                 break
             ed = st + max_len
-            for j in range(0, ed - st):
+            for j in range(ed - st):
                 if tokens[ed - j] in chunk_end_tokens:
                     ed = ed - j
                     break
@@ -170,7 +170,7 @@ class Lingua2Cut:
             traits = (True, False, False, False, "", "")
         else:
             if self.bert:
-                pure = token.lstrip("##")
+                pure = token.lstrip("##")  # noqa: B005, PLE1310 - llmlingua strips every leading "#"
                 begin = pure in force_tokens or pure in values or not token.startswith("##")
             else:
                 pure = token.lstrip("▁")
