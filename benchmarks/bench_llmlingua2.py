@@ -119,6 +119,8 @@ def main() -> None:
                 memos = (theirs.llmlingua.model, ours.llmlingua.model)
                 for memo in memos:
                     memo.active = True
+                theirs.compress(text, 0.5)  # fills the memo: the timed calls below run no forward pass
+                ours.compress(text, 0.5)
                 p_theirs, pa = _timed(lambda: theirs.compress(text, 0.5), repeats + 1)
                 p_ours, pb = _timed(lambda: ours.compress(text, 0.5), repeats + 1)
                 for memo in memos:
