@@ -1,7 +1,8 @@
 """LLMLingua-2, LLMLingua(-1) and LongLLMLingua through Microsoft's ``llmlingua`` package (0.2.2), offline.
 
-llmlingua's own code does the compressing; this module only builds its ``PromptCompressor`` and works around
-four things that stop llmlingua 0.2.2 from running offline under transformers 5, all from the outside:
+llmlingua's own code does the compressing (for LLMLingua-2, by default, the workbench's vectorised copy of its cut,
+``llmlingua2_fast``, identical output; ``implementation='llmlingua'`` keeps llmlingua's); this module builds its
+``PromptCompressor`` and works around four things that stop llmlingua 0.2.2 from running offline under transformers 5, all from the outside:
 
 1. Its constructor fetches tiktoken's ``cl100k_base`` (it reports GPT-tokenizer counts) from the network.
    :func:`_gpt_tokenizer` builds the same encoding (same file hash, pattern and special tokens) from the
