@@ -190,6 +190,41 @@ def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec,
     return out
 
 
+def evaluate_prompt_batch(lm, samples: list, compressor, rates: list, protocol: ProtocolSpec,
+                          examples_for: set) -> list[dict]:
+    """evaluate_prompt for several samples: the compressor takes them together (``compress_many``: batched
+    scoring where its model allows), and at each rate the compressed contexts, of different lengths, are
+    prefilled in length-sorted right-padded batches (``padded_prefill``): each row's NLL is its single-sample
+    NLL up to float rounding (1e-5 in float32, tested), its timings its share of the batch's."""
+    from workbench.datasets import context_text
+    from workbench.padded_prefill import padded_nlls
+
+    if len(samples) == 1:
+        return [evaluate_prompt(lm, samples[0], compressor, rates, protocol,
+                                keep_example=samples[0].sample_id in examples_for)]
+    _, ctx, cont = _split(lm, samples, protocol.context_tokens)
+    texts = [context_text(s, lm.tokenizer) for s in samples]
+    results = compressor.compress_many(texts, rates)
+    path = "score-once" if compressor.shares_scores and len(rates) > 1 else "per-rate"
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    out: list[dict] = [{} for _ in samples]
+    for rate in rates:
+        contexts = [lm.tokenizer(r[rate].text, add_special_tokens=False)["input_ids"] or ctx[i, :1].tolist()
+                    for i, r in enumerate(results)]
+        rows = padded_nlls(lm.model, contexts, cont.tolist(), batch_size=len(samples), pad_id=pad,
+                           context_tokens=protocol.context_tokens)
+        for i, (sample, row) in enumerate(zip(samples, rows)):
+            res = results[i][rate]
+            record = _record(sample, row.nll_sum, row.n_tokens, row.budget, row.prefill_seconds, row.scoring_seconds,
+                             path, row.batch)
+            record.update(compressed_text_fields(compressor, res, len(contexts[i]), rate, protocol.context_tokens))
+            if sample.sample_id in examples_for:
+                record["example"] = {"original": texts[i], "compressed": res.text,
+                                     "dropped": [list(d) for d in res.dropped]}
+            out[i][rate] = record
+    return out
+
+
 def compressed_text_fields(compressor, res, compressed_tokens: int, rate: float, context_tokens: int) -> dict:
     """What a prompt-compression record adds: latency, size, the compressor's own figures, and a note when it
     missed the rate (no figure in the note: the cell shows its recorded kept fraction beside it)."""
@@ -215,8 +250,7 @@ class ContextContinuation:
         return evaluate_kv_batch(backend, samples, method, rates, plan.protocol, plan.shared_prefill)
 
     def compressed_texts(self, backend, samples, compressor, rates, plan, examples_for: set) -> list[dict]:
-        return [evaluate_prompt(backend, s, compressor, rates, plan.protocol, keep_example=s.sample_id in examples_for)
-                for s in samples]
+        return evaluate_prompt_batch(backend, samples, compressor, rates, plan.protocol, examples_for)
 
 
 # ---------------------------------------------------------------------------------------------

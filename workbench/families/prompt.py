@@ -14,6 +14,10 @@ EXAMPLES_PER_CELL = 3
 
 
 class _Compressor(Measurer):
+    # Several samples per unit: the compressor takes them together (compress_many) and the perplexity protocol
+    # prefills their compressed contexts in padded batches (each row's NLL its own to float rounding).
+    batchable = True
+
     def __init__(self, backend, compressor, plan, hub_reason, samples):
         self.backend, self.compressor, self.plan = backend, compressor, plan
         self.protocol = protocols.measurer(plan.protocol.name)

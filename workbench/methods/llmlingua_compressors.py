@@ -1,7 +1,8 @@
 """LLMLingua-2, LLMLingua(-1) and LongLLMLingua through Microsoft's ``llmlingua`` package (0.2.2), offline.
 
-llmlingua's own code does the compressing; this module only builds its ``PromptCompressor`` and works around
-four things that stop llmlingua 0.2.2 from running offline under transformers 5, all from the outside:
+llmlingua's own code does the compressing (for LLMLingua-2, by default, the workbench's vectorised copy of its cut,
+``llmlingua2_fast``, identical output; ``implementation='llmlingua'`` keeps llmlingua's); this module builds its
+``PromptCompressor`` and works around four things that stop llmlingua 0.2.2 from running offline under transformers 5, all from the outside:
 
 1. Its constructor fetches tiktoken's ``cl100k_base`` (it reports GPT-tokenizer counts) from the network.
    :func:`_gpt_tokenizer` builds the same encoding (same file hash, pattern and special tokens) from the
@@ -51,6 +52,9 @@ from workbench.methods.llmlingua_offline import (
 from workbench.methods.llmlingua_offline import _gpt_tokenizer  # noqa: F401 - part of this module's surface
 from workbench.methods.prompt_base import Compressed, PromptCompressor, align_dropped, dropped_spans
 
+# LLMLingua-2's cut: the workbench's vectorised copy (default) or llmlingua's own compress_prompt (the reference).
+IMPLEMENTATIONS = ("workbench", "llmlingua")
+
 # Separators for llmlingua-2's word labels: control characters, which neither family's words contain.
 _WORD_SEP, _LABEL_SEP = "\x1e", "\x1f"
 
@@ -76,7 +80,9 @@ class LLMLingua2Compressor(PromptCompressor):
     ``rate`` = fraction of the context kept, counted by llmlingua in GPT (cl100k) tokens. ``model_name`` is a
     hub id or a local folder of a BERT or XLM-RoBERTa token classifier (num_labels=2, label 1 = keep);
     ``family`` overrides the tokenizer-family detection. ``force_tokens``: strings always kept (e.g. "\\n",
-    "?"). ``device``: 'auto' | 'cpu' | 'cuda[:N]' | 'mps'."""
+    "?"). ``device``: 'auto' | 'cpu' | 'cuda[:N]' | 'mps'. ``implementation``: 'workbench' cuts with the
+    workbench's vectorised copy of llmlingua's post-processing (identical output, scores once for all rates,
+    see ``llmlingua2_fast``); 'llmlingua' calls llmlingua's own ``compress_prompt`` (the reference)."""
 
     name = "llmlingua-2"
     shares_scores = True
@@ -85,17 +91,22 @@ class LLMLingua2Compressor(PromptCompressor):
     def __init__(self, model_name: str = LLMLINGUA2_FAMILIES["bert-base-multilingual-cased"],
                  force_tokens: list[str] | None = None, device: str = "auto", family: str | None = None,
                  force_reserve_digit: bool = False, drop_consecutive: bool = False, token_to_word: str = "mean",
-                 max_batch_size: int = 50, chunk_end_tokens: list[str] | None = None):
+                 max_batch_size: int = 50, chunk_end_tokens: list[str] | None = None,
+                 implementation: str = "workbench"):
         super().__init__(model_name=model_name, force_tokens=force_tokens, device=device, family=family,
                          force_reserve_digit=force_reserve_digit, drop_consecutive=drop_consecutive,
                          token_to_word=token_to_word, max_batch_size=max_batch_size,
-                         chunk_end_tokens=chunk_end_tokens)
+                         chunk_end_tokens=chunk_end_tokens, implementation=implementation)
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"Unknown LLMLingua-2 implementation '{implementation}': use one of "
+                             f"{', '.join(IMPLEMENTATIONS)}.")
         if family is not None and family not in LLMLINGUA2_FAMILIES:
             raise ValueError(f"Unknown LLMLingua-2 family '{family}': use one of {', '.join(LLMLINGUA2_FAMILIES)}.")
         self.model_name = model_name
         self.force_tokens = list(force_tokens or [])
         self.family = family
         self.llmlingua = None  # llmlingua's PromptCompressor once loaded
+        self.cutter = None  # the workbench's own cut over it (implementation 'workbench')
         # llmlingua's compressor keeps per-call state: one call at a time (re-entrant: compress_rates -> compress)
         self._lock = threading.RLock()
 
@@ -132,8 +143,26 @@ class LLMLingua2Compressor(PromptCompressor):
         obj.model_name = LLMLINGUA2_FAMILIES[self.family]
         obj.model = _ScoreMemo(obj.model)
         self.llmlingua = obj
+        if self.params["implementation"] == "workbench":
+            from workbench.methods.llmlingua2_fast import Lingua2Cut
+            self.cutter = Lingua2Cut(obj, self.family)
+
+    def _score_options(self) -> dict:
+        options = {"force_tokens": list(self.force_tokens), "token_to_word": self.params["token_to_word"],
+                   "force_reserve_digit": self.params["force_reserve_digit"]}
+        if self.params["chunk_end_tokens"] is not None:
+            options["chunk_end_tokens"] = list(self.params["chunk_end_tokens"])
+        return options
+
+    def _cut(self, scored, rate: float) -> dict:
+        result, _, _ = self.cutter.cut(scored, rate, drop_consecutive=self.params["drop_consecutive"],
+                                       return_word_label=True, word_sep=_WORD_SEP, label_sep=_LABEL_SEP)
+        return result
 
     def _call(self, text: str, rate: float) -> dict:
+        if self.cutter is not None:
+            (scored,) = self.cutter.score([text], **self._score_options())
+            return self._cut(scored, rate)
         extra = {}
         if self.params["chunk_end_tokens"] is not None:
             extra["chunk_end_tokens"] = list(self.params["chunk_end_tokens"])
@@ -162,6 +191,8 @@ class LLMLingua2Compressor(PromptCompressor):
         ``seconds`` of the first rate includes the scoring pass; later rates only the cut."""
         for rate in rates:
             _check_rate(rate)
+        if self.cutter is not None:
+            return self.compress_many([text], rates)[0]
         memo = self.llmlingua.model
         with self._lock:
             memo.active = True
@@ -170,6 +201,34 @@ class LLMLingua2Compressor(PromptCompressor):
             finally:
                 memo.active = False
                 memo.clear()
+
+
+    def compress_many(self, texts: list[str], rates: list[float]) -> list[dict[float, Compressed]]:
+        """Several texts at every rate: their chunks share the classifier's batches (``max_batch_size`` chunks
+        per forward pass), then each is cut per rate; identical to ``compress`` text by text. ``seconds`` of a
+        text's first rate includes its share of the scoring (the batch's time split by chunks)."""
+        import time
+
+        for rate in rates:
+            _check_rate(rate)
+        if self.cutter is None:
+            return [self.compress_rates(text, rates) for text in texts]
+        with self._lock:
+            start = time.perf_counter()
+            scored = self.cutter.score(list(texts), **self._score_options())
+            scoring = time.perf_counter() - start
+            chunks = sum(len(s.chunks) for s in scored) or 1
+            out = []
+            for text, one in zip(texts, scored):
+                per_rate, share = {}, scoring * len(one.chunks) / chunks
+                for rate in rates:
+                    start = time.perf_counter()
+                    compressed = self._result(text, self._cut(one, rate))
+                    compressed.seconds = time.perf_counter() - start + share
+                    share = 0.0
+                    per_rate[rate] = compressed
+                out.append(per_rate)
+            return out
 
 
 def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]] | None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.methods.info import MethodInfo
+from workbench.methods.info import MethodInfo, ParamRule
 
 RATE = "rate"
 
 
-def _compressor(name, impl, summary, params=None, needs_hub=None, aliases=()):
+def _compressor(name, impl, summary, params=None, needs_hub=None, aliases=(), rules=None):
     return MethodInfo(name=name, family="prompt", summary=summary, params={RATE: None, **(params or {})}, rate_param=RATE,
-                      implementation=impl, needs_hub=needs_hub, aliases=tuple(aliases))
+                      implementation=impl, needs_hub=needs_hub, aliases=tuple(aliases), rules=rules or {})
 
 
 _LLMLINGUA2_HUB = "needs the LLMLingua-2 checkpoint from the Hugging Face hub unless model_name is a local folder"
@@ -33,8 +33,11 @@ COMPRESSORS: dict[str, MethodInfo] = {
                     {"unit": "phrase", "scoring_model": "evaluated", "chunk_tokens": 1024}, aliases=("selective_context", "sc")),
         _compressor("llmlingua-2", "workbench.methods.llmlingua_compressors:LLMLingua2Compressor",
                     "token classifier trained to keep or drop (BERT / XLM-R, MeetingBank)",
-                    {"model_name": "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank", "force_tokens": None},
-                    needs_hub=_LLMLINGUA2_HUB, aliases=("llmlingua2",)),
+                    {"model_name": "microsoft/llmlingua-2-bert-base-multilingual-cased-meetingbank", "force_tokens": None,
+                     # 'workbench': the vectorised cut (identical output); 'llmlingua': llmlingua's compress_prompt
+                     "implementation": "workbench"},
+                    needs_hub=_LLMLINGUA2_HUB, aliases=("llmlingua2",),
+                    rules={"implementation": ParamRule(choices=("workbench", "llmlingua"))}),
         _compressor("llmlingua-1", "workbench.methods.llmlingua_compressors:LLMLingua1Compressor",
                     "perplexity of a small causal LM decides what to drop (LLMLingua)",
                     {"model_name": "smollm2-135m"}, aliases=("llmlingua", "llmlingua1")),

@@ -65,6 +65,11 @@ class PromptCompressor:
     def compress_rates(self, text: str, rates: list[float], question: str | None = None) -> dict[float, Compressed]:
         return {rate: self.compress(text, rate, question) for rate in rates}
 
+    def compress_many(self, texts: list[str], rates: list[float]) -> list[dict[float, Compressed]]:
+        """Several texts at every rate: one {rate: Compressed} per text, equal to ``compress_rates`` text by
+        text. Compressors whose model can take several texts per forward pass override it (batched scoring)."""
+        return [self.compress_rates(text, rates) for text in texts]
+
     def _compress(self, text: str, rate: float, question: str | None) -> Compressed:
         raise NotImplementedError
 
