@@ -59,6 +59,10 @@ def run(plan_or_session: Plan | Session, on_event: EventHandler | None = None, c
     session = plan_or_session if isinstance(plan_or_session, Session) else Session(plan_or_session, out)
     if out:
         session.path = Path(out)
+    if session.plan.execution is not None:  # Ray workers measure the units; this process alone writes the session
+        from workbench.distributed import DistributedRun
+
+        return DistributedRun(session, on_event or (lambda e: None), cancel or threading.Event(), backend_loader).execute()
     return _Run(session, on_event or (lambda e: None), cancel or threading.Event(), backend_loader).execute()
 
 
@@ -158,15 +162,7 @@ class _Run:
                         f"flight{waiting}, ${stats['spent_usd']:.4f} spent", stats))
 
     def _batch_size(self, backend) -> int:
-        """Samples measured together where that leaves results unchanged (protocols that batch only)."""
-        p = self.plan.protocol
-        if not protocols.info(p.name).batches:
-            return 1
-        if self.concurrent:
-            return backend.concurrency
-        if self.plan.batch_size != "auto":
-            return int(self.plan.batch_size)
-        return backend.auto_batch_size(p.context_tokens, p.continuation_tokens)
+        return batch_size_for(self.plan, backend, self.concurrent)
 
     def _ordered_methods(self) -> list[MethodSpec]:
         """The baseline first (every cell is compared with it), then the methods that need eager attention
@@ -252,6 +248,18 @@ class _Run:
                 self.finish_cell(k, "done")
         self.save()
         metrics.free_accelerator_memory()
+
+
+def batch_size_for(plan: Plan, backend, concurrent: bool = False) -> int:
+    """Samples measured together where that leaves results unchanged (protocols that batch only)."""
+    p = plan.protocol
+    if not protocols.info(p.name).batches:
+        return 1
+    if concurrent:
+        return backend.concurrency
+    if plan.batch_size != "auto":
+        return int(plan.batch_size)
+    return backend.auto_batch_size(p.context_tokens, p.continuation_tokens)
 
 
 _HUB_MARKERS = ("huggingface", "hf.co", "hub", "offline", "connection", "resolve", "repository not found", "gated repo",
