@@ -18,9 +18,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from workbench import families, schedule
+from workbench.events import Event
 from workbench.families.base import SampleFailed, UnsupportedMethod
 from workbench.plan import CellSpec, MethodSpec, PlanError
-from workbench.runner import Event, _Run
 
 MAX_ATTEMPTS = 3  # times one unit is handed out before its cells fail (each loss of a worker counts once)
 
@@ -56,8 +56,15 @@ class _Slot:
     info: dict | None = None
 
 
-class DistributedRun(_Run):
-    """``_Run`` with the units measured on Ray actors (see the module docstring)."""
+class DistributedRun:
+    """The runner's ``_Run`` (its session, events, cancel and cell bookkeeping) with the units measured on Ray
+    actors (see the module docstring)."""
+
+    def __init__(self, run):
+        self.run = run
+        self.session, self.plan, self.cancel, self.emit = run.session, run.plan, run.cancel, run.emit
+        self.stopped = None
+        self.started = time.monotonic()
 
     def execute(self):
         s = self.session
@@ -65,7 +72,7 @@ class DistributedRun(_Run):
         self.emit(Event("run-started", f"{len(todo)} of {len(s.cells)} cells to run", {"cells": len(s.cells), "todo": len(todo)}))
         if not todo:
             s.status = "finished" if s.finished() else s.status
-            self.save()
+            self.run.save()
             self.emit(Event("run-finished", "nothing left to run", {"status": s.status}))
             return s
         from workbench import ray_worker
@@ -79,7 +86,7 @@ class DistributedRun(_Run):
         try:
             self._start_workers(ray_worker)
             s.status = "running"
-            self.save()
+            self.run.save()
             try:
                 self._dispatch_plan()
             finally:
@@ -108,7 +115,7 @@ class DistributedRun(_Run):
                         f"({'one GPU' if use_gpus else 'one CPU'} each) on {where}", {"model": self.plan.model, "workers": n}))
         self.worker_cls = ray_worker.worker_class(ray, use_gpus)
         self.restarts_left = n  # replacements for lost workers, all together
-        self.slots = [_Slot(i, self.worker_cls.remote(self.plan.to_dict(), i)) for i in range(n)]
+        self.slots = [_Slot(i, self.worker_cls.remote(self.plan.to_dict(), i, self.run.backend_loader)) for i in range(n)]
         try:
             infos = ray.get([slot.actor.info.remote() for slot in self.slots])
         except Exception as err:  # the model failed to load in a worker: as the single-process run, nothing written
@@ -139,7 +146,7 @@ class DistributedRun(_Run):
         if self.restarts_left > 0:
             self.restarts_left -= 1
             index = max([s.index for s in self.slots] + [slot.index]) + 1
-            fresh = _Slot(index, self.worker_cls.remote(self.plan.to_dict(), index), info={**(slot.info or {}), "worker": index})
+            fresh = _Slot(index, self.worker_cls.remote(self.plan.to_dict(), index, self.run.backend_loader), info={**(slot.info or {}), "worker": index})
             self.slots.append(fresh)
             self._worker_event(index, "starting")
 
@@ -159,7 +166,7 @@ class DistributedRun(_Run):
     def _dispatch_plan(self) -> None:
         for ds in self.plan.datasets:
             index = None
-            for method in self._ordered_methods():
+            for method in self.run._ordered_methods():
                 if self.cancel.is_set():
                     return
                 group = self._group(ds.name, method)
@@ -183,7 +190,7 @@ class DistributedRun(_Run):
             cause = getattr(err, "cause", None) or err
             for c in self.session.cells.values():
                 if c["dataset"] == dataset and c["status"] not in ("done", "unavailable"):
-                    self.finish_cell(c["key"], "error", error=f"dataset {dataset}: {cause}")
+                    self.run.finish_cell(c["key"], "error", error=f"dataset {dataset}: {cause}")
             return None
 
     def _idle_or_first(self) -> _Slot:
@@ -201,7 +208,7 @@ class DistributedRun(_Run):
         missing = family.needs(self.plan) - self.capabilities
         why = family.unavailable(method, self.plan) or (f"the model offers no {', '.join(sorted(missing))}" if missing else None)
         if why:
-            self.fail_cells(keys.values(), UnsupportedMethod(why))
+            self.run.fail_cells(keys.values(), UnsupportedMethod(why))
             return None
         _, why_not_faster = family.path(method, self.plan)
         for k in keys.values():
@@ -318,9 +325,9 @@ class DistributedRun(_Run):
                     continue
                 s.add_sample(key, record)
                 s.cells[key]["peak_memory_bytes"] = max(s.cells[key].get("peak_memory_bytes") or 0, result["peak_memory_bytes"])
-        self.save()
+        self.run.save()
         self._worker_event(slot.index, "measured", unit=unit, seconds=result["seconds"])
-        self.progress(next(iter(group.keys.values())), f"{unit.method}: {', '.join(unit.sample_ids)}")
+        self.run.progress(next(iter(group.keys.values())), f"{unit.method}: {', '.join(unit.sample_ids)}")
         group.remaining -= 1
         if group.remaining == 0 and not group.aborted:
             self._close(group)
@@ -330,17 +337,17 @@ class DistributedRun(_Run):
         s = self.session
         for k in group.keys.values():
             if group.failed[k] and s.cells[k]["status"] not in ("error", "unavailable"):
-                self.finish_cell(k, "error", error=f"{len(group.failed[k])} of {s.cells[k]['samples_total']} samples failed "
+                self.run.finish_cell(k, "error", error=f"{len(group.failed[k])} of {s.cells[k]['samples_total']} samples failed "
                                  f"(kept the rest; resume to retry them): {group.failed[k][0]}")
             elif s.cells[k]["status"] not in ("error", "unavailable"):
-                self.finish_cell(k, "done")
-        self.save()
+                self.run.finish_cell(k, "done")
+        self.run.save()
 
     def _fail(self, keys, status: str, message: str) -> None:
         for k in keys:
-            self.finish_cell(k, status, error=message if status == "error" else None,
+            self.run.finish_cell(k, status, error=message if status == "error" else None,
                              reason=message if status == "unavailable" else None)
-        self.save()
+        self.run.save()
 
     def _fail_queue(self, why: str) -> None:
         while self.queue:
@@ -358,7 +365,7 @@ class DistributedRun(_Run):
             s.status = "cancelled"
         else:
             s.status = "finished" if s.finished() else "failed"
-        self.save()
+        self.run.save()
         self.emit(Event("run-finished", s.status, {
             "status": s.status, "failed": len(s.failed_cells()), "stopped": None, "api": None,
             "elapsed": time.monotonic() - self.started, "workers": len(self.slots), "units": self.units_done,

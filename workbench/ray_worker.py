@@ -25,13 +25,13 @@ def ray_available() -> bool:
 class Worker:
     """What runs inside one actor (plain Python: tests and the benchmark can also run it in-process)."""
 
-    def __init__(self, plan_data: dict, index: int):
-        from workbench import runner
+    def __init__(self, plan_data: dict, index: int, backend_loader):
+        """``backend_loader(plan)``: the run's (``runner.load_backend``), sent by reference."""
         from workbench.plan import parse_plan
 
         self.index = index
         self.plan = parse_plan(plan_data, source="the plan sent to a worker")
-        self.backend = runner.load_backend(self.plan)
+        self.backend = backend_loader(self.plan)
         self.samples: dict[str, list] = {}  # dataset name -> samples (drawn the way the runner draws them)
         self.current = None  # (dataset, method label, rates) of the open measurer
         self.measurer = None
@@ -39,12 +39,12 @@ class Worker:
 
     def info(self) -> dict:
         """Who this worker is and what it measures with (JSON-able)."""
-        from workbench import environment, runner
+        from workbench import environment, schedule
 
         b = self.backend
         return {"worker": self.index, "pid": os.getpid(), "node": socket.gethostname(), "device": str(b.device),
                 "dtype": str(b.dtype), "load_seconds": b.load_seconds, "describe": b.describe(),
-                "environment": environment.collect(b), "batch_size": runner.batch_size_for(self.plan, b),
+                "environment": environment.collect(b), "batch_size": schedule.batch_size(self.plan, b),
                 "capabilities": sorted(getattr(b, "capabilities", ()))}
 
     def sample_index(self, dataset: str) -> list[tuple[str, int]]:
@@ -66,7 +66,8 @@ class Worker:
         """Make the method ready for these rates (the cells still to do), as the runner does before its units.
 
         Returns {"batchable", "load_seconds", "hub_reason"}, or {"error": (status, message)} when it cannot open."""
-        from workbench import families, metrics, runner
+        from workbench import families, metrics
+        from workbench.failures import classify_failure
 
         key = (dataset, label, tuple(rates))
         if key == self.current:
@@ -77,7 +78,7 @@ class Worker:
         try:
             self.measurer = family.open(self.backend, method, self.plan, list(rates), self._samples(dataset))
         except Exception as err:  # classified here, where the exception's chain is whole
-            return {"error": runner.classify_failure(err, family.hub_reason(method))}
+            return {"error": classify_failure(err, family.hub_reason(method))}
         self.current = key
         self.peak = metrics.PeakMemory(self.backend.device)
         self.peak.reset()
@@ -92,7 +93,8 @@ class Worker:
 
         Returns {"records": [{rate: record | SampleFailed}], "seconds", "peak_memory_bytes", "worker"} or
         {"error": (status, message)}: the unit failed on its own (its cells fail, as in the runner)."""
-        from workbench import metrics, runner
+        from workbench import metrics
+        from workbench.failures import classify_failure
 
         opened = self.open(unit.dataset, unit.method, all_rates)
         if "error" in opened:
@@ -103,7 +105,7 @@ class Worker:
             with self.measurer.guard():
                 records = self.measurer.measure([by_id[i] for i in unit.sample_ids], list(unit.rates))
         except Exception as err:
-            error = runner.classify_failure(err, self.measurer.hub_reason)
+            error = classify_failure(err, self.measurer.hub_reason)
             self.current, self.measurer = None, None  # reopened for the next unit, as a fresh method
             metrics.free_accelerator_memory()
             return {"error": error, "worker": self.index}
