@@ -140,7 +140,10 @@ class DistributedRun:
             self._worker_event(info["worker"], "ready")
 
     def _replace(self, slot: _Slot, why: str) -> None:
-        """Drop a lost worker; start another in its place while the run's replacements last."""
+        """Drop a lost worker; start another in its place while the run's replacements last. A worker is found lost
+        once per call it had pending (a unit and an open, say): the first replaces it."""
+        if slot not in self.slots:
+            return
         self.slots.remove(slot)
         self._worker_event(slot.index, "lost", why)
         if self.restarts_left > 0:
