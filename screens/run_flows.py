@@ -135,10 +135,11 @@ class RunFlows:
 
     def _event_poster(self, run_id: int):
         """The runner's on_event (worker thread): post messages, dropping progress beyond ~10 a second."""
-        last = {"progress": 0.0, "api": 0.0}
+        last = {"progress": 0.0, "api": 0.0, "worker": 0.0}
 
         def on_event(event) -> None:
-            if event.kind in last:
+            # A worker's comings and goings always arrive; its per-unit reports are progress, thinned like it.
+            if event.kind in last and event.data.get("state") not in ("ready", "lost", "starting"):
                 now = time.monotonic()
                 if now - last[event.kind] < self.progress_interval:
                     return
@@ -180,6 +181,10 @@ class RunFlows:
                 self.notify(ev.message, title="model loaded")
         elif ev.kind == "api":
             state.api = ev.data
+        elif ev.kind == "worker":
+            state.workers[ev.data["worker"]] = ev.data
+            if ev.data["state"] in ("ready", "lost", "starting"):
+                state.log.append(("warning" if ev.data["state"] == "lost" else "info", ev.message))
         elif ev.kind == "run-finished":
             state.end(ev.data.get("status", "finished"), now)
             state.api = ev.data.get("api") or state.api
