@@ -85,6 +85,16 @@ def test_a_plan_without_execution_reads_and_writes_as_before(tiny_llama_dir):
     assert with_workers.result_dict() == plan.result_dict()
 
 
+def test_workers_flags_in_the_dry_run_and_only_with_a_headless_run(tiny_llama_dir, tmp_path, capsys):
+    preset = tmp_path / "p.json"
+    preset.write_text(json.dumps(tiny_plan(tiny_llama_dir)))
+    assert cli.main(["--preset", str(preset), "--workers", "3", "--ray", "10.0.0.5:6379", "--dry-run"]) == 0
+    assert "  workers   3 Ray workers on the Ray cluster at 10.0.0.5:6379" in capsys.readouterr().out
+    assert cli.main(["--workers", "2"]) == 2
+    assert "--workers applies to a headless run" in capsys.readouterr().err
+    assert cli.main(["--preset", str(preset), "--workers", "0"]) == 2
+
+
 # -- on a local Ray ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -304,6 +304,11 @@ def _describe(plan, done: set[str] | None = None) -> str:
              "  batch     " + ("auto (as many samples per forward pass as the GPU's free memory allows; 1 on a CPU)"
                             if plan.batch_size == "auto" else f"up to {plan.batch_size} samples per forward pass"),
              "  methods"]
+    ex = plan.execution
+    if ex is not None:  # where the units run
+        count = f"{ex.workers} Ray worker{'s' * (ex.workers != 1)}" if ex.workers else "one Ray worker per GPU"
+        lines.insert(-1, f"  workers   {count} on " + (f"the Ray cluster at {ex.ray}" if ex.ray else
+                                                         "a local Ray (one GPU each, or CPU processes without GPUs)"))
     lines.append(f"    {BASELINE_LABEL:24s} no compression, once per sample")
     for m in plan.methods:
         rates = m.rates if m.rates is not None else plan.rates
