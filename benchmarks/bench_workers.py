@@ -8,7 +8,8 @@ per unit (a unit's round trip at the driver less the worker's own measuring time
 records, recording and the atomic save) and whether every record equals the single-process run's.
 
 On a CPU each worker is one process with one torch thread (so N ≤ cores is the honest range); the reference
-runs with torch's default threads. On a machine with GPUs each worker holds one GPU and N goes up to the GPUs.
+runs with torch's default threads unless OMP_NUM_THREADS says otherwise (OMP_NUM_THREADS=1 compares like with like;
+on a loaded machine torch's default threads can be many times slower than one). On a machine with GPUs each worker holds one GPU and N goes up to the GPUs.
 
 Usage: python benchmarks/bench_workers.py [--model smollm2-135m] [--workers 1,2] [--samples 8] [--context 512]
        [--continuation 64] [--methods knorm,snapkv] [--rates 0.5,0.25] [--device auto] [--dtype auto]
@@ -82,8 +83,10 @@ def main() -> None:
     device = f"{gpus} GPU(s)" if gpus else f"CPU, {os.cpu_count()} cores, one torch thread per worker"
     units = len(single.cells) and sum(1 for c in single.cells.values() for _ in c["samples"])
     print(f"{args.model}, {args.samples} samples × ({len(single.cells)} cells), context {args.context} + {args.continuation}, "
-          f"methods {args.methods} at rates {args.rates}; {device}; local Ray started in {ray_start:.1f}s (not counted)")
-    print(f"single process (reference, torch's default threads): wall {single_wall:.1f}s, measuring {single_measure:.1f}s "
+          f"methods {args.methods} at rates {args.rates}; {device}; local Ray started in {ray_start:.1f}s (not counted); "
+          f"load average at start {os.getloadavg()[0]:.1f} (other work on the machine slows every figure)")
+    threads = os.environ.get("OMP_NUM_THREADS", "torch's default")
+    print(f"single process (reference, {threads} torch thread(s)): wall {single_wall:.1f}s, measuring {single_measure:.1f}s "
           f"({units} sample records)")
     print(f"{'workers':>7} {'wall s':>8} {'measuring s':>12} {'speed-up':>9} {'units':>6} {'overhead ms/unit':>17} {'same records':>13}")
     base = None
