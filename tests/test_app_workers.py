@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from test_app_fakes import FakeRunner, make_app, run_to_end, setup_ready
+
 from workbench.events import Event
 
 

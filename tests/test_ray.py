@@ -95,6 +95,23 @@ def test_workers_flags_in_the_dry_run_and_only_with_a_headless_run(tiny_llama_di
     assert cli.main(["--preset", str(preset), "--workers", "0"]) == 2
 
 
+def slow_loader(seconds: float):
+    """The run's backend loader with every forward pass held ``seconds`` longer (results unchanged), so a worker
+    killed right after it is handed a unit is killed in the middle of measuring it. A closure: Ray sends it to the
+    workers by value."""
+
+    def load(plan):
+        import time as _time
+
+        from workbench import runner as _runner
+
+        backend = _runner.load_backend(plan)
+        backend.model.model.layers[0].register_forward_pre_hook(lambda module, args: _time.sleep(seconds))
+        return backend
+
+    return load
+
+
 # -- on a local Ray ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -137,15 +154,39 @@ def test_a_worker_killed_mid_unit_has_its_unit_measured_again(local_ray, tiny_ll
         d = event.data
         if event.kind == "worker" and d["state"] == "measuring" and "knorm" in d["unit"] and not killed:
             killed.append(d)
-            os.kill(d["pid"], signal.SIGKILL)  # the unit is in flight on that worker
+            os.kill(d["pid"], signal.SIGKILL)  # in its first forward pass of the unit (each takes 0.3 s more)
 
-    session = runner.run(parse_plan(tiny_plan(tiny_llama_dir, execution={"workers": 2})), on_event, out=str(tmp_path / "s.json"))
+    session = runner.run(parse_plan(tiny_plan(tiny_llama_dir, execution={"workers": 2})), on_event, out=str(tmp_path / "s.json"),
+                         backend_loader=slow_loader(0.3))
     assert killed and session.status == "finished"
     assert records(session) == records(single)
     lost = [e.data for e in events if e.kind == "worker" and e.data["state"] == "lost"]
     assert [d["worker"] for d in lost] == [killed[0]["worker"]]
     assert any(e.kind == "log" and "measuring them again" in e.message for e in events)
     assert any(e.kind == "worker" and e.data["state"] == "starting" for e in events)  # a replacement was started
+
+
+def test_when_every_worker_keeps_dying_the_cells_fail_with_the_reason_and_records_stay(local_ray, tiny_llama_dir, single,
+                                                                                        tmp_path):
+    killed = set()
+
+    def on_event(event):  # every worker is killed as soon as it is handed a unit after the baseline
+        d = event.data
+        if event.kind == "worker" and d["state"] == "measuring" and not d["unit"].startswith("baseline") and d["pid"] not in killed:
+            killed.add(d["pid"])
+            os.kill(d["pid"], signal.SIGKILL)
+
+    out = tmp_path / "s.json"
+    session = runner.run(parse_plan(tiny_plan(tiny_llama_dir, execution={"workers": 2})), on_event, out=str(out),
+                         backend_loader=slow_loader(0.3))
+    assert len(killed) == 4  # the 2 workers and the 2 replacements a run may start
+    assert session.status == "finished" and session.failed_cells()  # every cell ended; the CLI exits 1
+    cells = Session.load(out).cells.values()
+    assert next(c for c in cells if c["method"] == "baseline")["status"] == "done"
+    failed = [c for c in cells if c["status"] == "error"]
+    assert failed and all("no worker left" in c["error"] or "was lost" in c["error"] for c in failed)
+    for key, samples in records(session).items():  # whatever was recorded is what one process records
+        assert samples.items() <= records(single)[key].items()
 
 
 def test_cancel_keeps_finished_cells_and_the_rest_resumes(local_ray, tiny_llama_dir, single, tmp_path):

@@ -81,7 +81,7 @@ class DistributedRun:
             raise PlanError(ray_worker.RAY_MISSING)
         ex = self.plan.execution
         ray, started_here = ray_worker.connect(ex.ray, ex.workers)
-        self.ray, self.slots, self.queue, self.in_flight = ray, [], deque(), {}
+        self.ray, self.slots, self.queue, self.in_flight, self.starting = ray, [], deque(), {}, {}
         self.units_done, self.overhead = 0, 0.0
         try:
             self._start_workers(ray_worker)
@@ -144,14 +144,28 @@ class DistributedRun:
         once per call it had pending (a unit and an open, say): the first replaces it."""
         if slot not in self.slots:
             return
-        self.slots.remove(slot)
         self._worker_event(slot.index, "lost", why)
+        self.slots.remove(slot)
         if self.restarts_left > 0:
             self.restarts_left -= 1
             index = max([s.index for s in self.slots] + [slot.index]) + 1
-            fresh = _Slot(index, self.worker_cls.remote(self.plan.to_dict(), index, self.run.backend_loader), info={**(slot.info or {}), "worker": index})
+            fresh = _Slot(index, self.worker_cls.remote(self.plan.to_dict(), index, self.run.backend_loader))
             self.slots.append(fresh)
+            # Units go to it once it has loaded the model and said who it is (awaited with the units in flight).
+            self.starting[fresh.actor.info.remote()] = fresh
             self._worker_event(index, "starting")
+
+    def _started(self, ref) -> None:
+        """A replacement worker answered: ready for units, or lost before it could take one."""
+        slot = self.starting.pop(ref)
+        try:
+            slot.info = self.ray.get(ref)
+        except Exception as err:
+            if not self._lost(err):
+                raise
+            self._replace(slot, (str(err).strip().splitlines() or [type(err).__name__])[0][:300])
+            return
+        self._worker_event(slot.index, "ready")
 
     def _worker_event(self, index: int, state: str, detail: str = "", unit: schedule.Unit | None = None,
                       seconds: float | None = None) -> None:
@@ -198,7 +212,7 @@ class DistributedRun:
 
     def _idle_or_first(self) -> _Slot:
         busy = {slot.index for slot, _ in self.in_flight.values()}
-        return next((s for s in self.slots if s.index not in busy), self.slots[0])
+        return next((s for s in self.slots if s.index not in busy and s.info is not None), self.slots[0])
 
     def _group(self, dataset: str, method: MethodSpec) -> _Group | None:
         """The method's cells still to do on this dataset, checked as the runner checks them (None: nothing to run)."""
@@ -258,7 +272,7 @@ class DistributedRun:
         ray = self.ray
         while True:
             busy = {slot.index for slot, _ in self.in_flight.values()}
-            for slot in [s for s in self.slots if s.index not in busy]:
+            for slot in [s for s in self.slots if s.index not in busy and s.info is not None]:
                 job = self._next_job()
                 if job is None:
                     break
@@ -266,14 +280,18 @@ class DistributedRun:
                 job.sent = time.perf_counter()
                 self.in_flight[slot.actor.measure.remote(job.unit, job.group.rates)] = (slot, job)
                 self._worker_event(slot.index, "measuring", unit=job.unit)
-            if not self.in_flight:
+            waiting_for_a_worker = bool(self.starting and self.queue and not self.cancel.is_set())
+            if not self.in_flight and not waiting_for_a_worker:
                 if self.queue and not self.cancel.is_set() and not self.slots:
                     self._fail_queue("no worker left: every worker was lost")
                 return
             if not drain and len(self.queue) < len(self.slots) and not self.cancel.is_set():
                 return
-            ready, _ = ray.wait(list(self.in_flight), num_returns=1, timeout=0.5)
+            ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1, timeout=0.5)
             for ref in ready:
+                if ref in self.starting:
+                    self._started(ref)
+                    continue
                 slot, job = self.in_flight.pop(ref)
                 try:
                     result = ray.get(ref)
