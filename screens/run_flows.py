@@ -50,7 +50,8 @@ class RunFlows:
         counts = figures.cell_counts(session.cells.values())
         if counts.left == 0 and not (counts.failed and session.status == "failed"):  # a failed run re-runs its errors
             return None
-        return session if session.plan.to_dict() == self.plan.to_dict() else None
+        # Where it runs (Setup's Workers fields) is no part of what it measures: a change there still resumes.
+        return session if session.plan.result_dict() == self.plan.result_dict() else None
 
     def action_start_run(self) -> None:
         if self.run_state.active:
@@ -98,10 +99,11 @@ class RunFlows:
         session = self.resumable()
         if session is None:
             why = ("a run is in progress" if self.run_state.active else "no session is open" if self.session is None
-                   else "Setup's plan differs from the session's" if self.plan is not None and self.session.plan.to_dict() != self.plan.to_dict()
+                   else "Setup's plan differs from the session's" if self.plan is not None and self.session.plan.result_dict() != self.plan.result_dict()
                    else f"nothing is left to run ({tables.cells_text(self.session.cells.values())})")
             self.notify(f"nothing to resume: {why}", severity="warning")
             return
+        session.plan.execution = self.plan.execution  # resumed where Setup now says (this process, or Ray workers)
         self.start_run(session)
 
     def start_run(self, session) -> None:

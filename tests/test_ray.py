@@ -208,7 +208,7 @@ def test_cancel_keeps_finished_cells_and_the_rest_resumes(local_ray, tiny_llama_
     assert resumed.status == "finished" and records(resumed) == records(single)
 
 
-def test_a_driver_killed_with_sigkill_resumes(local_ray, tiny_llama_dir, single, tmp_path):
+def test_a_driver_killed_with_sigkill_resumes(local_ray, tiny_llama_dir, single, tmp_path, capsys):
     preset = tmp_path / "p.json"
     preset.write_text(json.dumps(tiny_plan(tiny_llama_dir)))
     out = tmp_path / "s.json"
@@ -233,7 +233,10 @@ def test_a_driver_killed_with_sigkill_resumes(local_ray, tiny_llama_dir, single,
             pass
     on_disk = json.loads(out.read_text())  # whole JSON: every write was atomic
     assert on_disk["status"] == "running" and not all(c["status"] == "done" for c in on_disk["cells"])
-    assert cli.main(["--resume", str(out)]) in (0,)  # the session's own execution: 2 workers on the module's Ray
+    capsys.readouterr()
+    assert cli.main(["--resume", str(out)]) == 0  # the session's own execution: 2 workers on the module's Ray
+    err = capsys.readouterr().err  # headless progress names each worker (a line each as it comes and goes)
+    assert "worker 0 (cpu on " in err and "worker 1 (cpu on " in err and "): ready" in err
     resumed = Session.load(out)
     assert resumed.status == "finished" and records(resumed) == records(single)
 
