@@ -31,6 +31,8 @@ class Worker:
 
         self.index = index
         self.plan = parse_plan(plan_data, source="the plan sent to a worker")
+        if self.plan.device.startswith("cuda:"):  # Ray shows each worker its own GPU alone, as cuda:0
+            self.plan.device = "cuda"
         self.backend = backend_loader(self.plan)
         self.samples: dict[str, list] = {}  # dataset name -> samples (drawn the way the runner draws them)
         self.current = None  # (dataset, method label, rates) of the open measurer
