@@ -227,7 +227,7 @@ def test_a_driver_killed_with_sigkill_resumes(local_ray, tiny_llama_dir, single,
     finally:
         if proc.poll() is None:
             proc.kill()
-        try:  # what its local Ray left behind (agents orphaned by the driver's death), not to outlive the test
+        try:  # what its local Ray left behind (processes orphaned by the driver's death), not to outlive the test
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
