@@ -61,6 +61,17 @@ def api_text(stats: dict) -> str:
             f"${stats['session_usd']:.4f}{cap} spent")
 
 
+def workers_text(workers: dict) -> str:
+    """Ray workers in one line: each one's device, what it measures (or its state) and its last pace."""
+    parts = []
+    for index in sorted(workers):
+        w = workers[index]
+        what = w.get("unit") if w["state"] in ("measuring", "measured") else w["state"]
+        pace = f" {w['samples_per_s']:.1f}/s" if w.get("samples_per_s") else ""
+        parts.append(f"w{index} {w.get('device') or '?'}: {what or ''}{pace}")
+    return " · ".join(parts)
+
+
 class RunScreen(Screen):
     DEFAULT_CSS = """
     RunScreen #status { height: 1; padding: 0 1; background: $boost; }
@@ -195,6 +206,8 @@ class RunScreen(Screen):
         line = f"{model} · {self._memory_text}" if model else self._memory_text
         if state.api:  # a remote evaluator: requests, rate-limit waits and money, before the local figures
             line = f"{api_text(state.api)} · {line}"
+        if state.workers:  # Ray workers: each one's device, unit and pace
+            line = f"{workers_text(state.workers)} · {line}"
         self._set("#device", line)
 
     # -- plots ---------------------------------------------------------------------------------------

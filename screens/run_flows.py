@@ -50,7 +50,8 @@ class RunFlows:
         counts = figures.cell_counts(session.cells.values())
         if counts.left == 0 and not (counts.failed and session.status == "failed"):  # a failed run re-runs its errors
             return None
-        return session if session.plan.to_dict() == self.plan.to_dict() else None
+        # Where it runs (Setup's Workers fields) is no part of what it measures: a change there still resumes.
+        return session if session.plan.result_dict() == self.plan.result_dict() else None
 
     def action_start_run(self) -> None:
         if self.run_state.active:
@@ -98,10 +99,11 @@ class RunFlows:
         session = self.resumable()
         if session is None:
             why = ("a run is in progress" if self.run_state.active else "no session is open" if self.session is None
-                   else "Setup's plan differs from the session's" if self.plan is not None and self.session.plan.to_dict() != self.plan.to_dict()
+                   else "Setup's plan differs from the session's" if self.plan is not None and self.session.plan.result_dict() != self.plan.result_dict()
                    else f"nothing is left to run ({tables.cells_text(self.session.cells.values())})")
             self.notify(f"nothing to resume: {why}", severity="warning")
             return
+        session.plan.execution = self.plan.execution  # resumed where Setup now says (this process, or Ray workers)
         self.start_run(session)
 
     def start_run(self, session) -> None:
@@ -135,10 +137,11 @@ class RunFlows:
 
     def _event_poster(self, run_id: int):
         """The runner's on_event (worker thread): post messages, dropping progress beyond ~10 a second."""
-        last = {"progress": 0.0, "api": 0.0}
+        last = {"progress": 0.0, "api": 0.0, "worker": 0.0}
 
         def on_event(event) -> None:
-            if event.kind in last:
+            # A worker's comings and goings always arrive; its per-unit reports are progress, thinned like it.
+            if event.kind in last and event.data.get("state") not in ("ready", "lost", "starting"):
                 now = time.monotonic()
                 if now - last[event.kind] < self.progress_interval:
                     return
@@ -180,6 +183,10 @@ class RunFlows:
                 self.notify(ev.message, title="model loaded")
         elif ev.kind == "api":
             state.api = ev.data
+        elif ev.kind == "worker":
+            state.workers[ev.data["worker"]] = ev.data
+            if ev.data["state"] in ("ready", "lost", "starting"):
+                state.log.append(("warning" if ev.data["state"] == "lost" else "info", ev.message))
         elif ev.kind == "run-finished":
             state.end(ev.data.get("status", "finished"), now)
             state.api = ev.data.get("api") or state.api

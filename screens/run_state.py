@@ -32,6 +32,7 @@ class RunState:
         self.log: deque[tuple[str, str]] = deque(maxlen=200)  # (severity, text)
         self.delivered: Counter[str] = Counter()  # run events handled, by kind (the throttle's effect)
         self.api: dict | None = None  # a remote evaluator's counters (workbench.api.client.Stats), when there is one
+        self.workers: dict[int, dict] = {}  # Ray workers: each one's last "worker" event (device, state, unit, pace)
 
     @classmethod
     def started(cls, cells, now: float) -> "RunState":

@@ -207,6 +207,9 @@ class SetupScreen(Screen):
         q("#shared-prefill", Checkbox).value = plan.shared_prefill
         self._fill_evaluator(plan)
         q("#batch-size", Input).value = str(plan.batch_size)
+        ex = plan.execution
+        q("#workers", Input).value = str(ex.workers) if ex is not None and ex.workers is not None else ""
+        q("#ray-address", Input).value = ex.ray or "" if ex is not None else ""
 
     def _fill_evaluator(self, plan: "Plan") -> None:
         """The evaluator rows; a base URL or key variable equal to the provider's default shows as the placeholder."""

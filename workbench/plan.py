@@ -81,6 +81,19 @@ class MethodSpec:
 
 
 @dataclass
+class ExecutionSpec:
+    """Where the units run: ``workers`` Ray actors (one per GPU; CPU processes on a machine without one), on a
+    local Ray started for the run (``ray`` None) or an existing cluster (``ray``: "auto" or its address).
+    Changes no result, only where and how fast they are measured (``workbench.distributed``)."""
+
+    workers: int | None = None  # None: one per GPU of the cluster (1 on a cluster without GPUs)
+    ray: str | None = None
+
+
+MAX_WORKERS = 1024
+
+
+@dataclass
 class Plan:
     name: str
     model: str
@@ -100,9 +113,20 @@ class Plan:
     # most the session may spend on it, in US dollars (None: no cap).
     evaluator: Any = None
     max_cost_usd: float | None = None
+    # Measure on Ray workers (None: in this process, as always).
+    execution: ExecutionSpec | None = None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.execution is None:  # plans without it read and compare exactly as before it existed
+            del data["execution"]
+        return data
+
+    def result_dict(self) -> dict:
+        """The plan without what changes no result (where it runs): two sessions of equal result_dict are one plan."""
+        data = self.to_dict()
+        data.pop("execution", None)
+        return data
 
     def baseline_method(self) -> MethodSpec:
         """The uncompressed model as a method of the 'baseline' family: one cell per dataset, at rate 1."""
@@ -340,7 +364,7 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
 
 
 _TOP_KEYS = {"name", "description", "model", "device", "dtype", "datasets", "protocol", "methods", "rates", "shared_prefill",
-             "batch_size", "evaluator", "max_cost_usd"}
+             "batch_size", "evaluator", "max_cost_usd", "execution"}
 
 
 def parse_plan(data: Any, source: str | None = None) -> Plan:
@@ -420,9 +444,33 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
         batch_size=batch_size,
         evaluator=evaluator,
         max_cost_usd=max_cost,
+        execution=parse_execution(data.get("execution"), source, "execution"),
     )
+    _expect(plan.execution is None or evaluator is None,
+            "workers measure a local model; a plan with an evaluator sends its requests from one process "
+            "(its max_concurrency sets how many at once)", source, "execution")
     _check_grid(plan, source)
     return plan
+
+
+def parse_execution(value: Any, source, path) -> ExecutionSpec | None:
+    """{"workers": N, "ray": "auto" | ADDRESS} (either may be left out), or null: this process."""
+    if value is None:
+        return None
+    _expect(isinstance(value, dict), 'expected {"workers": N, "ray": "auto" | ADDRESS} or null', source, path)
+    unknown = set(value) - {"workers", "ray"}
+    _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: ray, workers", source, path)
+    workers = value.get("workers")
+    if workers is not None:
+        workers = _as_int(workers, source, f"{path}.workers")
+        _expect(workers <= MAX_WORKERS, f"at most {MAX_WORKERS} workers, got {workers}", source, f"{path}.workers")
+    address = value.get("ray")
+    _expect(address is None or (isinstance(address, str) and address.strip() and address.isprintable()),
+            'expected "auto" (the cluster this machine belongs to) or a cluster address such as "10.0.0.5:6379"',
+            source, f"{path}.ray")
+    _expect(workers is not None or address is not None, 'give "workers", "ray" or both (null: run in this process)',
+            source, path)
+    return ExecutionSpec(workers=workers, ray=address.strip() if address else None)
 
 
 def _parse_evaluator(data: dict, protocol: ProtocolSpec, source):

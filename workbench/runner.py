@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from workbench import environment, families, figures, metrics, protocols, schedule
+from workbench.events import Event, EventHandler
+from workbench.failures import classify_failure
 from workbench.families.base import SampleFailed, UnsupportedMethod
 from workbench.plan import CellSpec, MethodSpec, Plan
-from workbench.session import Session, scrub
+from workbench.session import Session
 
 
-@dataclass
-class Event:
-    """Progress report. kind: run-started, model-loading, model-loaded, cell-started, progress,
-    cell-finished, log, run-finished. ``data`` is JSON-able."""
-
-    kind: str
-    message: str = ""
-    data: dict = field(default_factory=dict)
-
-
-EventHandler = Callable[[Event], None]
 BackendLoader = Callable[[Plan], object]
 
 
@@ -59,6 +48,10 @@ def run(plan_or_session: Plan | Session, on_event: EventHandler | None = None, c
     session = plan_or_session if isinstance(plan_or_session, Session) else Session(plan_or_session, out)
     if out:
         session.path = Path(out)
+    if session.plan.execution is not None:  # Ray workers measure the units; this process alone writes the session
+        from workbench.distributed import DistributedRun
+
+        return DistributedRun(_Run(session, on_event or (lambda e: None), cancel or threading.Event(), backend_loader)).execute()
     return _Run(session, on_event or (lambda e: None), cancel or threading.Event(), backend_loader).execute()
 
 
@@ -158,15 +151,7 @@ class _Run:
                         f"flight{waiting}, ${stats['spent_usd']:.4f} spent", stats))
 
     def _batch_size(self, backend) -> int:
-        """Samples measured together where that leaves results unchanged (protocols that batch only)."""
-        p = self.plan.protocol
-        if not protocols.info(p.name).batches:
-            return 1
-        if self.concurrent:
-            return backend.concurrency
-        if self.plan.batch_size != "auto":
-            return int(self.plan.batch_size)
-        return backend.auto_batch_size(p.context_tokens, p.continuation_tokens)
+        return schedule.batch_size(self.plan, backend, self.concurrent)
 
     def _ordered_methods(self) -> list[MethodSpec]:
         """The baseline first (every cell is compared with it), then the methods that need eager attention
@@ -254,27 +239,4 @@ class _Run:
         metrics.free_accelerator_memory()
 
 
-_HUB_MARKERS = ("huggingface", "hf.co", "hub", "offline", "connection", "resolve", "repository not found", "gated repo",
-                "does not appear to have a file", "can't load", "cannot find the requested files", "local cache")
-
-
-def classify_failure(err: BaseException, hub_reason: str | None) -> tuple[str, str]:
-    """('unavailable' | 'error', one-line message without secrets) for an exception raised by a cell."""
-    text = f"{type(err).__name__}: {err}".strip()
-    first = scrub(text.splitlines()[0] if text else type(err).__name__)[:500]
-    chain, seen = [], err
-    while seen is not None and len(chain) < 8:
-        chain.append(seen)
-        seen = seen.__cause__ or seen.__context__
-    names = " ".join(type(e).__name__ for e in chain)
-    if "OutOfMemoryError" in names or "out of memory" in text.lower():
-        return "error", f"out of memory: {first}"
-    if any(isinstance(e, UnsupportedMethod) for e in chain):
-        return "unavailable", scrub(str(chain[[isinstance(e, UnsupportedMethod) for e in chain].index(True)]))[:500]
-    lowered = " ".join(str(e).lower() for e in chain)
-    if hub_reason and (any(m in lowered for m in _HUB_MARKERS) or any(n in names for n in ("LocalEntryNotFoundError", "HfHubHTTPError", "OSError", "ConnectError"))):
-        return "unavailable", f"{hub_reason}; not reachable here ({first})"
-    where = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-    if where is not None:
-        first += f" (at {where.name}, {where.filename.rsplit('/', 1)[-1]}:{where.lineno})"
-    return "error", first
+__all__ = ["Event", "EventHandler", "classify_failure", "load_backend", "run"]

@@ -37,3 +37,21 @@ def units(model: str, dataset: str, method: str, family: str, samples: list, don
         else:
             groups.append(([sample], todo))
     return [Unit(model, dataset, method, family, tuple(s.sample_id for s in group), tuple(todo)) for group, todo in groups]
+
+
+def batch_size(plan, backend, concurrent: bool = False) -> int:
+    """Samples measured together where that leaves results unchanged (protocols that batch only)."""
+    p = plan.protocol
+    if not _protocol_info(p.name).batches:
+        return 1
+    if concurrent:
+        return backend.concurrency
+    if plan.batch_size != "auto":
+        return int(plan.batch_size)
+    return backend.auto_batch_size(p.context_tokens, p.continuation_tokens)
+
+
+def _protocol_info(name: str):
+    from workbench import protocols
+
+    return protocols.info(name)
