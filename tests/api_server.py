@@ -32,6 +32,7 @@ class FakeApi:
         self.received_bodies: Counter = Counter()
         self.answered_bodies: Counter = Counter()
         self.auth_headers: list[str] = []
+        self.in_flight = self.max_in_flight = 0  # requests being handled at once (the client's concurrency, seen here)
         self.release = threading.Event()
         self.abandon = threading.Event()
         self.stalled = threading.Event()
@@ -47,8 +48,6 @@ class FakeApi:
         app = FastAPI()
 
         async def handle(request: Request, wire: str):
-            import anyio
-
             raw = await request.body()
             body = json.loads(raw)
             key = hashlib.sha256(raw).hexdigest()
@@ -57,6 +56,18 @@ class FakeApi:
                 n = self.received
                 self.received_bodies[key] += 1
                 self.auth_headers.append(request.headers.get("authorization") or request.headers.get("x-api-key") or "")
+            with self._lock:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                return await respond(n, body, key, wire)
+            finally:
+                with self._lock:
+                    self.in_flight -= 1
+
+        async def respond(n, body, key, wire):
+            import anyio
+
             action = self.behaviour(n, body)
             if action == "hang":
                 await anyio.sleep(30)

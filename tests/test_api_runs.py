@@ -61,7 +61,7 @@ def _records(path) -> dict:
 
 
 def test_api_run_scores_prompt_methods_marks_presses_unavailable_and_costs(tmp_path, tiny_llama_dir, api):
-    server, url = api()
+    server, url = api(delay_s=0.2)  # slow enough that the plan's two concurrent requests overlap at the server
     plan = _plan(tmp_path, tiny_llama_dir, url)
     dry = _workbench(tmp_path, "--preset", plan, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -77,6 +77,7 @@ def test_api_run_scores_prompt_methods_marks_presses_unavailable_and_costs(tmp_p
     assert record["generated"].startswith("The answer is")
     assert cells["random-prompt@0.5"]["cost_usd"] == pytest.approx(sum(s["cost_usd"] for s in cells["random-prompt@0.5"]["samples"]))
     assert server.answered == 12 and "API spend of this session" in run.stderr
+    assert server.max_in_flight == 2  # max_concurrency: the baseline's samples too, not one request at a time
     again = _workbench(tmp_path, "--preset", plan, "--out", "again.json")  # a new session, same requests: all cached
     assert again.returncode == 0 and server.received == 12
     assert _records(tmp_path / "again.json") == _records(tmp_path / "s.json")
