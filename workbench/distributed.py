@@ -379,13 +379,7 @@ class DistributedRun:
 
     def _finish(self) -> None:
         s = self.session
-        if self.cancel.is_set():
-            for c in s.cells.values():
-                if c["status"] == "running":
-                    s.set_status(c["key"], "cancelled")
-            s.status = "cancelled"
-        else:
-            s.status = "finished" if s.finished() else "failed"
+        s.end_run(cancelled=self.cancel.is_set())
         self.run.save()
         self.emit(Event("run-finished", s.status, {
             "status": s.status, "failed": len(s.failed_cells()), "stopped": None, "api": None,

@@ -128,13 +128,7 @@ class _Run:
                         break
                     self.run_method(backend, ds.name, samples, method)
         finally:
-            if self.cancel.is_set():
-                for c in s.cells.values():
-                    if c["status"] == "running":
-                        s.set_status(c["key"], "cancelled")
-                s.status = "cancelled"
-            else:
-                s.status = "finished" if s.finished() else "failed"
+            s.end_run(cancelled=self.cancel.is_set())
             self.save()
             api = backend.activity() if hasattr(backend, "activity") else None  # the remote evaluator's last counters
             if hasattr(backend, "close"):

@@ -127,6 +127,17 @@ class Session:
                               f"(counted in the evaluated model's tokens)")
         cell["seconds"] = cell["seconds"] or 0.0
 
+    def end_run(self, cancelled: bool) -> None:
+        """A run is over: when it was cancelled (or stopped), the cells it left running are cancelled — resumable —
+        and so is the session; otherwise the session is finished, or failed when a cell failed or is left."""
+        if cancelled:
+            for c in self.cells.values():
+                if c["status"] == "running":
+                    self.set_status(c["key"], "cancelled")
+            self.status = "cancelled"
+        else:
+            self.status = "finished" if self.finished() else "failed"
+
     def finished(self) -> bool:
         return all(c["status"] in ("done", "error", "unavailable") for c in self.cells.values())
 
