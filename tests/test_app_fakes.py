@@ -185,13 +185,7 @@ class FakeRunner:
                         emit("cell-finished", "done", cell=dict(session.cells[k]))
                     save()
         finally:
-            if cancel.is_set():
-                for c in session.cells.values():
-                    if c["status"] == "running":
-                        session.set_status(c["key"], "cancelled")
-                session.status = "cancelled"
-            else:
-                session.status = "finished" if session.finished() else "failed"
+            session.end_run(cancelled=cancel.is_set())
             save()
             emit("run-finished", session.status, status=session.status, failed=len(session.failed_cells()),
                  elapsed=self.now - started)

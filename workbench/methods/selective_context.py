@@ -147,13 +147,16 @@ class SelectiveContextCompressor(PromptCompressor):
     def compress_rates(self, text, rates, question=None):
         start = time.perf_counter()
         offsets, infos = self.self_information(text)
+        return self._select_rates(text, offsets, infos, time.perf_counter() - start, rates)
+
+    def _select_rates(self, text, offsets, infos, scoring: float, rates) -> dict:
+        """{rate: result} from one scoring of ``text``; each rate carries an equal share of the ``scoring`` seconds,
+        plus its own selection."""
         groups = self.units(text, offsets)
-        scoring = time.perf_counter() - start
         out = {}
         for rate in rates:
             t0 = time.perf_counter()
             result = self._select(text, offsets, infos, groups, rate)
-            # Each rate carries the one scoring pass's share of the time, plus its own selection.
             result.seconds = scoring / len(rates) + time.perf_counter() - t0
             out[rate] = result
         return out
@@ -164,17 +167,7 @@ class SelectiveContextCompressor(PromptCompressor):
         start = time.perf_counter()
         scored = self.self_information_many(list(texts), batch_size)
         scoring = (time.perf_counter() - start) / max(1, len(texts))
-        out = []
-        for text, (offsets, infos) in zip(texts, scored):
-            groups = self.units(text, offsets)
-            per_rate = {}
-            for rate in rates:
-                t0 = time.perf_counter()
-                result = self._select(text, offsets, infos, groups, rate)
-                result.seconds = scoring / len(rates) + time.perf_counter() - t0
-                per_rate[rate] = result
-            out.append(per_rate)
-        return out
+        return [self._select_rates(text, offsets, infos, scoring, rates) for text, (offsets, infos) in zip(texts, scored)]
 
     def _compress(self, text, rate, question):
         offsets, infos = self.self_information(text)
