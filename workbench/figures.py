@@ -84,6 +84,13 @@ def against_baseline(cell: dict, key: str, figure: str = "ppl") -> Any:
     return cell.get(key)
 
 
+def speed_ratio(cell: dict) -> float | None:
+    """Generation speed against the baseline's on the same samples (decoding protocol): 1.0 for the baseline."""
+    if is_baseline(cell):
+        return 1.0 if cell.get("tokens_per_second") else None
+    return cell.get("speed_ratio")
+
+
 def rate_of(cell: dict) -> float | None:
     """The rate a cell is placed at: 1.0 for the baseline (nothing removed), its rate otherwise; None for a
     threshold-driven press (no rate)."""

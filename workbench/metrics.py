@@ -21,6 +21,10 @@ CELL_METRICS = (
     # API evaluators: US dollars the cell's answers cost (from the usage the API reported; cost_estimated when
     # some sample's usage was counted locally instead), and the tokens sent and received.
     "cost_usd", "cost_estimated", "input_tokens", "output_tokens",
+    # Decoding protocol: tokens generated per sample (mean), generation speed (tokens/s, prefill excluded) and its
+    # ratio to the baseline's on the same samples, compression points per sample (mean), mean tokens per layer held
+    # over the decoding steps.
+    "generated_tokens", "tokens_per_second", "speed_ratio", "compressions", "kv_tokens_mean",
 )
 
 
@@ -61,6 +65,7 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
         out["cost_estimated"] = any(s.get("cost_estimated") for s in done)
         out["input_tokens"] = sum(s.get("input_tokens") or 0 for s in done)
         out["output_tokens"] = sum(s.get("output_tokens") or 0 for s in done)
+    out.update(_decoding(done, baseline))
     if baseline and tasks:
         both = [s for s in tasks if baseline.get(s["sample_id"], {}).get("score") is not None]
         if both:
@@ -75,6 +80,32 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
             out["delta_nll"] = c_nll - b_nll
             out["delta_ppl"] = c_ppl - b_ppl
             out["delta_ppl_pct"] = 100.0 * (c_ppl - b_ppl) / b_ppl
+    return out
+
+
+def _tokens_per_second(samples: list[dict]) -> float | None:
+    timed = [s for s in samples if s.get("decode_seconds") and s.get("generated_tokens")]
+    seconds = sum(s["decode_seconds"] for s in timed)
+    return sum(s["generated_tokens"] for s in timed) / seconds if seconds > 0 else None
+
+
+def _decoding(done: list[dict], baseline: dict[str, dict] | None) -> dict:
+    """The decoding protocol's cell figures (records with ``generated_tokens``)."""
+    from workbench.decoding.curve import mean_tokens
+
+    runs = [s for s in done if s.get("generated_tokens") is not None]
+    if not runs:
+        return {}
+    out: dict = {"generated_tokens": sum(s["generated_tokens"] for s in runs) / len(runs),
+                 "tokens_per_second": _tokens_per_second(runs),
+                 "compressions": sum(len(s.get("compression_points") or []) for s in runs) / len(runs)}
+    means = [m for m in (mean_tokens(s.get("kv_curve") or []) for s in runs) if m is not None]
+    out["kv_tokens_mean"] = sum(means) / len(means) if means else None
+    if baseline:
+        shared = [s for s in runs if s["sample_id"] in baseline]
+        mine, theirs = _tokens_per_second(shared), _tokens_per_second([baseline[s["sample_id"]] for s in shared])
+        if mine and theirs:
+            out["speed_ratio"] = mine / theirs
     return out
 
 

@@ -156,13 +156,16 @@ class Plan:
             per_eval = math.ceil(p.window_tokens / (p.chunk_size or 1))
         elif p.name == "task":
             per_eval = 2 + (p.max_new_tokens or 32)  # prefill, question, one pass per generated token
+        elif p.name == "decoding":
+            per_eval = 1 + (p.max_new_tokens or 0)  # a prefill, one pass per generated token
         else:
             per_eval = 2  # one prefill + one continuation pass
         baseline = n_samples * per_eval
         methods = 0
         for m in self.methods:
             rates = m.rates if m.rates is not None else self.rates
-            methods += n_samples * len(rates) * per_eval
+            # A decoding schedule generates, then scores the baseline's tokens through the same schedule.
+            methods += n_samples * len(rates) * per_eval * (2 if p.name == "decoding" else 1)
         return {"baseline": baseline, "methods": methods, "total": baseline + methods}
 
 
@@ -294,6 +297,8 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     else:
         _expect(value.get("chunk_size") is None, "chunk_size applies to the 'chunked' protocol only", source, f"{path}.chunk_size")
     task_keys = ("max_new_tokens", "depths", "question_aware")
+    if name == "decoding":
+        return _parse_decoding(value, spec, source, path)
     if name != "task":
         for key in task_keys:
             _expect(value.get(key) in (None, False), f"{key} applies to the 'task' protocol only", source, f"{path}.{key}")
@@ -309,6 +314,28 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     qa = value.get("question_aware", False)
     _expect(isinstance(qa, bool), "expected true or false", source, f"{path}.question_aware")
     spec.question_aware = qa
+    return spec
+
+
+DEFAULT_DECODING_TOKENS = 128
+
+
+def _parse_decoding(value: dict, spec: ProtocolSpec, source, path) -> ProtocolSpec:
+    """The decoding protocol: ``max_new_tokens`` generated (greedily) per sample; on a text dataset the prompt is
+    ``context_tokens`` of a window, on a task dataset the task's context and question (``n_shots``, ``depths``)."""
+    _expect(value.get("question_aware") in (None, False), "question_aware applies to the 'task' protocol only",
+            source, f"{path}.question_aware")
+    spec.max_new_tokens = _as_int(value.get("max_new_tokens", DEFAULT_DECODING_TOKENS), source, f"{path}.max_new_tokens")
+    # A saved session writes continuation_tokens = max_new_tokens back: that one value is accepted.
+    _expect(value.get("continuation_tokens") in (None, spec.max_new_tokens), "the decoding protocol generates "
+            "max_new_tokens and scores those: set max_new_tokens instead", source, f"{path}.continuation_tokens")
+    spec.continuation_tokens = spec.max_new_tokens  # a text window holds the prompt and as many tokens again
+    spec.n_shots = _as_int(value.get("n_shots", 4), source, f"{path}.n_shots", minimum=0)
+    depths = value.get("depths")
+    if depths is not None:
+        _expect(isinstance(depths, list) and depths and all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in depths),
+                "depths are fractions of the context in [0, 1]", source, f"{path}.depths")
+        spec.depths = [float(d) for d in depths]
     return spec
 
 
@@ -331,7 +358,7 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
     name = value.get("name")
     _expect(isinstance(name, str) and name, "missing method 'name'", source, f"{path}.name")
     family = value.get("family")
-    _expect(family is None or isinstance(family, str), f"expected \"kv\" or \"prompt\", got {family!r}", source, f"{path}.family")
+    _expect(family is None or isinstance(family, str), f"expected \"kv\", \"prompt\" or \"decoding\", got {family!r}", source, f"{path}.family")
     try:
         info = registry.lookup(name, family)
     except KeyError as err:

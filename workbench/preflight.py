@@ -202,7 +202,7 @@ def _folder_tokenizer(folder: pathlib.Path):
 # --- datasets ---------------------------------------------------------------------------------------
 
 def _check_dataset(plan: Plan, i: int, ds, positions: int | None, tokenizer, source) -> None:
-    from workbench import datasets
+    from workbench import datasets, tasks
 
     where = f"datasets[{i}]"
     try:
@@ -213,7 +213,7 @@ def _check_dataset(plan: Plan, i: int, ds, positions: int | None, tokenizer, sou
     except datasets.DatasetError as err:
         raise PlanError(str(err), source, f"{where}.name") from None
     p = plan.protocol
-    if p.name == "task":
+    if p.name == "task" or (p.name == "decoding" and tasks.task_for_dataset(ds.name) is not None):
         _check_task(plan, where, ds, positions, source)
         return
     width = p.window_tokens

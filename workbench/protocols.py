@@ -7,7 +7,8 @@ families call:
 * ``uncompressed(backend, samples, plan)`` — the baseline: [record];
 * ``pressed(backend, samples, method, rates, plan)`` — a KV press: [{rate: record}];
 * ``compressed_texts(backend, samples, compressor, rates, plan, examples_for)`` — a prompt compressor: [{rate: record}]
-  (the samples whose ids are in ``examples_for`` keep their original and compressed texts).
+  (the samples whose ids are in ``examples_for`` keep their original and compressed texts);
+* ``decoded(backend, samples, method, rates, plan, on_curve)`` — a decoding schedule (protocols that decode only).
 
 A record may be a ``families.SampleFailed`` instead: that sample alone failed (an API request), the rest stand.
 
@@ -39,6 +40,10 @@ class ProtocolInfo:
     per_rate_reason: str | None = None
     # What the backend must offer to measure anything under it (see families.base.Family.needs).
     needs: frozenset = frozenset({"prefill", "score"})
+    # Compresses while generating (decoding schedules measure under it, and only under it).
+    decodes: bool = False
+    # Why presses that compress a prefilled context cannot be measured under it (None: they can).
+    refuses_prefill_presses: str | None = None
 
 
 PROTOCOLS: dict[str, ProtocolInfo] = {
@@ -53,6 +58,17 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
                      per_rate_reason="the chunked protocol compresses after every chunk"),
         ProtocolInfo("task", "compress the context, ask the question, generate greedily, score the answer",
                      "workbench.task_eval:Task", batches=False, needs=frozenset({"generate"})),
+        ProtocolInfo("decoding", "generate greedily while a schedule compresses the cache; task score and "
+                     "self-continuation perplexity (seed 003)",
+                     "workbench.decoding.protocol:Decoding", batches=False, shares_prefill=False, decodes=True,
+                     needs=frozenset({"prefill", "generate"}),
+                     refuses_text_compression="prompt compressors shorten the prompt before generation; under the decoding "
+                                              "protocol the cache is compressed while generating: use a schedule "
+                                              "(interval, random-points, step-boundaries) with a press inside",
+                     refuses_prefill_presses="under the decoding protocol the cache is compressed while generating: put the "
+                                             "press inside a schedule, e.g. {\"name\": \"interval\", \"params\": "
+                                             "{\"press\": \"knorm\"}}",
+                     per_rate_reason="decoding compresses at each schedule point, per rate"),
     ]
 }
 ALIASES = {"context→continuation": "context-continuation", "context->continuation": "context-continuation",

@@ -178,6 +178,8 @@ class _Run:
         except Exception as err:
             self.fail_cells(keys.values(), err, family.hub_reason(method))
             return
+        # A sample's live figures (a decoding cell's KV budget so far) go out as events; the app thins them.
+        measurer.live = lambda data: self.emit(Event("live", method.label, {**data, "cell": keys.get(data.get("rate"))}))
         if measurer.load_seconds is not None:
             for k in keys.values():
                 s.cells[k]["load_seconds"] = measurer.load_seconds

@@ -51,7 +51,11 @@ def rate_text(cell: dict) -> str:
     x = figures.rate_of(cell)
     if x is not None:
         return rate(x)
-    thr = (cell.get("params") or {}).get("threshold")
+    params = cell.get("params") or {}
+    budget = params.get("budget")  # a decoding schedule with a fixed budget of tokens per layer
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        return f"{budget} tok"
+    thr = params.get("threshold")
     return f"thr {thr:g}" if isinstance(thr, (int, float)) and not isinstance(thr, bool) else "thr"
 
 
@@ -73,7 +77,7 @@ def method_text(cell: dict) -> str:
     baseline 'baseline (uncompressed reference)'."""
     if figures.is_baseline(cell):
         return f"{cell['method']} (uncompressed reference)"
-    family = {"kv": "KV press", "prompt": "prompt compressor"}.get(cell.get("family") or "", cell.get("family") or "method")
+    family = {"kv": "KV press", "prompt": "prompt compressor", "decoding": "decoding schedule"}.get(cell.get("family") or "", cell.get("family") or "method")
     name = cell.get("name")
     return f"{cell['method']} = {name} ({family})" if name and name != cell["method"] else f"{cell['method']} ({family})"
 
@@ -82,7 +86,8 @@ def method_text(cell: dict) -> str:
 VALUE_FORMATS: dict[str, tuple[str, bool, str]] = {
     "kept": (".3f", False, ""), "ppl": (".3f", False, ""), "dppl": (".3f", True, ""), "dpct": (".1f", True, "%"),
     "score": (".3f", False, ""), "dscore": (".3f", True, ""), "tokens": (".1f", False, ""), "time": (".2f", False, "s"),
-    "cost": (".4f", False, ""),
+    "cost": (".4f", False, ""), "gen": (".1f", False, ""), "points": (".1f", False, ""), "tps": (".1f", False, ""),
+    "speed": (".2f", False, "×"),
 }
 
 
@@ -119,6 +124,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")), keep=2),
     Column("cost", "Cost $", lambda c: c.get("cost_usd"),
            lambda c: value_text("cost", c.get("cost_usd")) + ("~" if c.get("cost_estimated") else ""), keep=2),
+    Column("gen", "Gen", lambda c: c.get("generated_tokens"), lambda c: value_text("gen", c.get("generated_tokens")), keep=2),
+    Column("points", "Points", lambda c: c.get("compressions"), lambda c: value_text("points", c.get("compressions")), keep=3),
+    Column("tps", "Tok/s", lambda c: c.get("tokens_per_second"), lambda c: value_text("tps", c.get("tokens_per_second")), keep=2),
+    Column("speed", "Speed", figures.speed_ratio, lambda c: value_text("speed", figures.speed_ratio(c)), keep=1),
     Column("time", "Time/sample", figures.seconds_per_sample, lambda c: value_text("time", figures.seconds_per_sample(c)), keep=3),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
@@ -126,6 +135,7 @@ COLUMNS: tuple[Column, ...] = (
 )
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 PPL_COLUMNS, SCORE_COLUMNS = frozenset({"ppl", "dppl", "dpct"}), frozenset({"score", "dscore"})
+DECODING_COLUMNS = frozenset({"gen", "points", "tps", "speed"})
 
 
 def columns_for(cells: list[dict], extra: Iterable[str] = ()) -> list[Column]:
@@ -145,6 +155,8 @@ def columns_for(cells: list[dict], extra: Iterable[str] = ()) -> list[Column]:
         hidden |= PPL_COLUMNS
     if not has_score:
         hidden |= SCORE_COLUMNS
+    if not any(c.get("generated_tokens") is not None for c in cells):  # only the decoding protocol generates
+        hidden |= DECODING_COLUMNS
     if not any(c.get("cost_usd") is not None for c in cells):  # only an API evaluator's cells cost money
         hidden.add("cost")
     return [c for c in COLUMNS if c.key not in hidden]

@@ -27,6 +27,9 @@ class Measurer:
     batchable = False
     hub_reason: str | None = None
     load_seconds: float | None = None
+    # Set by the runner before measuring: live(data) reports what a sample shows while it is measured (a decoding
+    # cell's KV budget curve so far), as a "live" event. None: nobody listens (a Ray worker, a test).
+    live = None
 
     def measure(self, samples: list, rates: list) -> list[dict]:
         raise NotImplementedError

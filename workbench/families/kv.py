@@ -54,6 +54,9 @@ class KVFamily(Family):
     def check_params(self, info, params, where):
         presses.check_composition(info.name, params, where)
 
+    def invalid(self, method, protocol):
+        return protocols.info(protocol.name).refuses_prefill_presses
+
     def hub_reason(self, method):
         return presses.resolve(method.name, method.params).hub_reason
 

@@ -107,6 +107,9 @@ class MethodInfo:
     # A boolean parameter that, when true, makes a method driven by its parameters (a threshold) take the plan's
     # rates after all: it then meets each rate by setting that parameter per sample (DMS's ``match_rate``).
     rates_when: str | None = None
+    # A parameter that, when set (not None), makes a rate-driven method driven by it instead (a decoding
+    # schedule's fixed ``budget`` of tokens): its cells then have no rate.
+    rates_unless: str | None = None
 
     @property
     def rate_driven(self) -> bool:
@@ -114,4 +117,6 @@ class MethodInfo:
 
     def takes_rates(self, params: dict[str, Any]) -> bool:
         """Whether a method configured with ``params`` is measured at the plan's rates (else at its own settings)."""
+        if self.rates_unless and params.get(self.rates_unless) is not None:
+            return False
         return self.rate_driven or bool(self.rates_when and params.get(self.rates_when))

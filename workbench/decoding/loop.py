@@ -1,0 +1,173 @@
+"""Greedy decoding with the cache compressed at a schedule's points (torch).
+
+One token at a time: after token t + 1 is chosen and before it is fed, the schedule is asked about a point after
+token t (``schedule.Step``); at a point every layer's cache is cut to the target by a score-based press's scores
+(kvpress's ``ScorerPress.score``, as its ``DecodingPress`` does between steps: the scores of the keys, values and
+the last hidden states entering that layer's attention). Kept entries stay in their order, so position-based
+scores (StreamingLLM's recency) still read the cache as a sequence. Positions keep counting the tokens *seen*,
+not the tokens held.
+
+``forced`` tokens teacher-force the continuation instead of choosing it (the self-continuation perplexity: the
+uncompressed model's greedy tokens scored through the compressing cache); their NLL is summed either way.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from workbench import kv_eval
+from workbench.decoding import curve as curves
+from workbench.decoding.schedule import Schedule, Step
+
+HIDDEN_BUFFER = 64  # hidden states kept per layer for the press's scores (kvpress's DecodingPress keeps 256)
+LIVE_INTERVAL = 0.2  # seconds between live budget reports
+
+
+@dataclass
+class Target:
+    """How much a point keeps: ``rate`` of the tokens seen so far, or a fixed ``budget`` of tokens per layer."""
+
+    rate: float | None = None
+    budget: int | None = None
+
+    def tokens(self, seen: int) -> int:
+        if self.budget is not None:
+            return self.budget
+        return kv_eval.compute_n_kept(seen, kv_eval.compression_ratio(self.rate))
+
+
+class Evictor:
+    """Cuts each layer's cache to the target with a score-based press, between forward passes. While its hooks are
+    held it keeps the last HIDDEN_BUFFER hidden states entering each layer's attention, and that forward's kwargs
+    (position embeddings …), which the press's ``score`` reads."""
+
+    def __init__(self, model, press, target: Target):
+        self.model, self.press, self.target = model, press, target
+        self.modules = kv_eval.attention_modules(model)
+        self.hidden: dict[int, torch.Tensor] = {}
+        self.kwargs: dict[int, dict] = {}
+        press.post_init_from_model(model)
+
+    @contextmanager
+    def hooks(self):
+        def remember(module, args, kwargs):
+            h = kwargs["hidden_states"]
+            prev = self.hidden.get(module.layer_idx)
+            h = h if prev is None else torch.cat([prev, h], dim=1)
+            self.hidden[module.layer_idx] = h[:, -HIDDEN_BUFFER:]
+            self.kwargs[module.layer_idx] = kwargs
+
+        handles = [m.register_forward_pre_hook(remember, with_kwargs=True) for m in self.modules]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def compress(self, cache, seen: int) -> None:
+        n = self.target.tokens(seen)
+        for i, layer in enumerate(cache.layers):
+            if layer.keys.shape[2] <= n:
+                continue
+            scores = self.press.score(self.modules[i], self.hidden[i], layer.keys, layer.values, None, self.kwargs[i])
+            kept = scores.topk(n, dim=-1).indices.sort(dim=-1).values
+            layer.keys, layer.values = kv_eval.keep_entries(layer.keys, layer.values, kept)
+
+
+@dataclass
+class Decoded:
+    tokens: list[int]
+    text: str
+    points: list[int] = field(default_factory=list)  # t: compressed right after generated token t
+    chars: list[int] = field(default_factory=list)  # len(text through t) of each point
+    curve: list[list] = field(default_factory=list)  # curve.row()s
+    point_layers: list[list[int]] = field(default_factory=list)  # per-layer tokens kept after each point
+    nll_sum: float = 0.0  # NLL (nats) of the tokens fed or chosen, each given the (compressed) cache before it
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0  # the steps after the prefill
+    cache: object = None
+    seen: int = 0  # tokens the cache has seen: the prompt and the generated tokens fed
+
+
+def _sizes(cache) -> list[int]:
+    return [layer.keys.shape[-2] for layer in cache.layers]
+
+
+def _nll(logits: torch.Tensor, token: int) -> float:
+    return float(kv_eval.token_nlls(logits.view(1, 1, -1), torch.tensor([[token]], device=logits.device))[0, 0])
+
+
+def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int], schedule: Schedule | None = None,
+           evictor: Evictor | None = None, forced: list[int] | None = None, seed: int = 0, on_curve=None) -> Decoded:
+    """Prefill ``prompt_ids``, then generate up to ``max_new_tokens`` greedily (stopping at an EOS token), or feed
+    ``forced`` (all of them), compressing at ``schedule``'s points with ``evictor``. ``on_curve(rows)`` sees the
+    budget curve so far a few times a second."""
+    device = model.device
+    c = len(prompt_ids)
+    limit = len(forced) if forced is not None else max_new_tokens
+    hidden_layer = schedule.hidden_layer if schedule is not None else None
+    if schedule is not None:
+        schedule.start(seed)
+    out = Decoded(tokens=[], text="")
+    if limit <= 0:
+        return out
+    cache = DynamicCache()
+    gen = out.tokens
+    last_report = time.monotonic()
+    with torch.inference_mode(), (evictor.hooks() if evictor is not None else nullcontext()):
+        kv_eval._sync(model)
+        start = time.perf_counter()
+        logits = model(input_ids=torch.tensor([prompt_ids], device=device), past_key_values=cache, use_cache=True,
+                       logits_to_keep=1).logits[0, -1]
+        kv_eval._sync(model)
+        out.prefill_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        token = forced[0] if forced is not None else int(logits.argmax())
+        if forced is None and token in eos_ids:
+            return out
+        out.nll_sum += _nll(logits, token)
+        gen.append(token)
+        fed = -1  # the last generated token fed to the model (the last one chosen is never fed)
+        while len(gen) < limit:
+            t = fed = len(gen) - 1
+            step_out = model(input_ids=torch.tensor([[gen[t]]], device=device), past_key_values=cache,
+                             position_ids=torch.tensor([[c + t]], device=device), use_cache=True, logits_to_keep=1,
+                             output_hidden_states=hidden_layer is not None)
+            logits = step_out.logits[0, -1]
+            if t == 0:
+                out.curve.append(curves.row(0, _sizes(cache)))
+            token = forced[t + 1] if forced is not None else int(logits.argmax())
+            if forced is None and token in eos_ids:
+                break
+            if schedule is not None:
+                text = tokenizer.decode(gen, skip_special_tokens=True)
+                hidden = step_out.hidden_states[hidden_layer][0, -1] if hidden_layer is not None else None
+                if schedule.is_point(Step(index=t, position=c + t, text=text, next_text=tokenizer.decode([token]), hidden=hidden)):
+                    out.points.append(t)
+                    out.chars.append(len(text))
+                    if t > 0:
+                        out.curve.append(curves.row(t, _sizes(cache)))
+                    if evictor is not None:
+                        evictor.compress(cache, seen=c + t + 1)
+                    sizes = _sizes(cache)
+                    out.curve.append(curves.row(t, sizes))
+                    out.point_layers.append(sizes)
+            out.nll_sum += _nll(logits, token)
+            gen.append(token)
+            if on_curve is not None and time.monotonic() - last_report >= LIVE_INTERVAL:
+                last_report = time.monotonic()
+                on_curve(out.curve + [curves.row(t, _sizes(cache))])
+        kv_eval._sync(model)
+        out.decode_seconds = time.perf_counter() - start
+    if fed >= 0 and out.curve[-1][0] != fed:
+        out.curve.append(curves.row(fed, _sizes(cache)))
+    out.text = tokenizer.decode(gen, skip_special_tokens=True)
+    out.cache, out.seen = cache, c + fed + 1
+    if on_curve is not None:
+        on_curve(out.curve)
+    return out

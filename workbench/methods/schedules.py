@@ -1,0 +1,72 @@
+"""Decoding schedules (seed 003): *when* the cache is compressed while the model generates, described without
+importing torch.
+
+A schedule entry is a method of the ``decoding`` family. Every entry takes the same three things besides its own
+parameters: ``press`` — the score-based press that decides *what* is evicted at a point (a nested press spec);
+the plan's **rate** — at a point after generated token t, the cache keeps that fraction of the tokens seen so far
+(context + generated, every layer alike); or ``budget`` — a fixed number of tokens per layer kept at each point,
+which makes the method driven by it (no rates, as a threshold press is). ``builder`` names the
+:class:`workbench.decoding.schedule.Schedule` subclass, built with the resolved parameters its ``__init__``
+accepts (plus ``model=``/``tokenizer=`` when it takes them). The engine reads the entry's ``nested`` (the press)
+and ``rates_unless`` (the budget) fields, never a schedule's name.
+"""
+
+from __future__ import annotations
+
+from workbench.methods.info import MethodInfo, ParamRule
+
+RATE = "rate"
+PRESS = "press"
+BUDGET = "budget"
+DEFAULT_PRESS = "knorm"  # scores keys alone: no hidden states, no hub, fast at every step
+
+_EVERY = ParamRule(kind=int, minimum=1)
+_COMMON_RULES = {BUDGET: ParamRule(kind=int, minimum=1, optional=True)}
+
+
+def schedule_entry(name: str, builder: str, summary: str, params: dict | None = None, rules: dict | None = None,
+                   aliases: tuple = ()) -> MethodInfo:
+    """A decoding-family entry: its own parameters plus the common press / rate / budget."""
+    return MethodInfo(
+        name=name, family="decoding", summary=summary,
+        params={RATE: None, PRESS: DEFAULT_PRESS, BUDGET: None, **(params or {})},
+        rate_param=RATE, nested=(PRESS,), implementation=builder.split(":")[1], builder=builder,
+        rules={**_COMMON_RULES, **(rules or {})}, rates_unless=BUDGET, aliases=aliases,
+    )
+
+
+SCHEDULES: dict[str, MethodInfo] = {
+    i.name: i
+    for i in [
+        schedule_entry("interval", "workbench.decoding.schedules:Interval",
+                       "compress every `every` generated tokens (kvpress DecodingPress's compression interval)",
+                       {"every": 32}, {"every": _EVERY}, aliases=("fixed-interval",)),
+        schedule_entry("random-points", "workbench.decoding.schedules:RandomPoints",
+                       "compress at random points, one every `every` tokens on average (seeded per sample)",
+                       {"every": 32, "seed": 0}, {"every": _EVERY, "seed": ParamRule(kind=int, minimum=0)},
+                       aliases=("random-schedule",)),
+        schedule_entry("step-boundaries", "workbench.decoding.schedules:StepBoundaries",
+                       "compress where a step of reasoning ends: a newline, a closed <<…>> span, a sentence's end",
+                       aliases=("boundaries",)),
+    ]
+}
+
+
+def check_press(params: dict, where: str) -> None:
+    """The nested press must give one score per KV entry that does not encode the rate (a ScorerPress), and
+    must not need eager attention (no attention weights exist between decoding steps). Raises ValueError
+    naming the field (``.press: …``)."""
+    from workbench.methods import presses
+
+    spec = params.get(PRESS)
+    if not isinstance(spec, dict):
+        return
+    info = presses.PRESSES[spec["name"]]
+    t = info.traits
+    ok = t.scorer and not info.nested and info.attention != "eager" and t.per_rate_reason is None and not t.layer_budget
+    if not ok:
+        usable = ", ".join(sorted(n for n, p in presses.PRESSES.items()
+                                  if p.traits.scorer and not p.nested and p.attention != "eager"
+                                  and p.traits.per_rate_reason is None and not p.traits.layer_budget))
+        raise ValueError(f"{where}.{PRESS}: a schedule evicts by a score-based press's scores; {spec['name']} is not one "
+                         f"that works between decoding steps (use one of: {usable})")
