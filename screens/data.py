@@ -83,6 +83,22 @@ def _label(method: str, dataset: str, several: bool) -> str:
     return f"{method} · {dataset}" if several else method
 
 
+def step_curves(cells: list[dict], live: dict[str, dict] | None = None) -> dict[str, list[tuple[float, float]]]:
+    """The KV budget over decoding steps, {line label: [(step, mean tokens per layer), ...]}: the sample being
+    decoded now for each method in ``live`` (the run's "live" events), else the last sample each decoding cell
+    recorded. Labels match :func:`series`' lines (one colour per method on every plot)."""
+    several = len({c["dataset"] for c in cells}) > 1
+    out: dict[str, list[tuple[float, float]]] = {}
+    for c in cells:
+        runs = [s for s in c.get("samples") or [] if s.get("kv_curve")]
+        if runs and not figures.is_baseline(c):
+            out[_label(c["method"], c["dataset"], several)] = [(r[0], r[1]) for r in runs[-1]["kv_curve"]]
+    for method, data in (live or {}).items():
+        label = next((_label(method, c["dataset"], several) for c in cells if c.get("key") == data.get("cell")), method)
+        out[label] = [(r[0], r[1]) for r in data.get("curve") or []]
+    return {label: pts for label, pts in out.items() if pts}
+
+
 def series_order(cells: list[dict]) -> list[str]:
     """Every line the cells will draw, finished or not, in the order of the cells (a session keeps its cells
     in plan order). Markers and colours are assigned from it, so a method keeps its look for a whole run,

@@ -87,3 +87,15 @@ class MetricPlot(PlotextPlot):
         elif self.lines:
             plt.xlim(min([x for pts in self.lines.values() for x, _ in pts] + [0.0]), 1.0)
         self.refresh()
+
+
+def draw_steps(plot: PlotextPlot, curves: dict[str, list[tuple[float, float]]], styles: dict[str, tuple[str, int]]) -> None:
+    """The KV budget over decoding steps (tokens per layer against generated tokens), one line per method."""
+    plt = plot.plt
+    plt.clear_figure()
+    plt.title("KV tokens/layer vs step")
+    for name, pts in sorted(curves.items()):
+        marker, colour = styles.get(name, ("•", 7))
+        plt.plot([x for x, _ in pts], [y for _, y in pts], marker=marker, color=colour)
+    plt.xlabel("generated tokens")
+    plot.refresh()

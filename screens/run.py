@@ -19,10 +19,10 @@ from textual.widgets import Footer, Label, ProgressBar, RichLog, Static
 from workbench import figures, tables
 from screens import data
 from screens.widgets import ViewBar
-from screens.plots import Legend, MetricPlot, line_styles
+from screens.plots import Legend, MetricPlot, draw_steps, line_styles
 
 QUALITY_METRICS = ("dppl", "dpct", "ppl", "score", "dscore")
-BUDGET_METRICS = ("tokens", "bytes", "kept")
+BUDGET_METRICS = ("tokens", "bytes", "kept", "steps")  # steps: KV budget over decoding steps (decoding protocol)
 PLOT_INTERVAL = 0.25  # seconds: at most four redraws a second, however fast cells finish
 
 
@@ -114,8 +114,9 @@ class RunScreen(Screen):
 
     def on_mount(self) -> None:
         self.quality: str | None = None  # None: ΔPPL, or the task score for a task session, until m is pressed
-        self.budget = "tokens"
+        self.budget: str | None = None  # None: over decoding steps when the run decodes, else tokens kept / layer
         self._drawn = -1
+        self._live_drawn = -1
         self._logged = 0
         self._log_state = None
         self._bindings_active = None
@@ -215,6 +216,8 @@ class RunScreen(Screen):
     def _redraw_if_stale(self) -> None:
         if self._drawn != self.app.results_version and self.is_current:
             self.redraw()
+        elif self._live_drawn != self.app.run_state.live_version and self.is_current:
+            self.redraw(only="#budget-plot")
 
     def redraw(self, only: str | None = None) -> None:
         """Both plots and the legend, or ``only`` one plot (a key that changes one plot redraws one)."""
@@ -222,12 +225,19 @@ class RunScreen(Screen):
             self._drawn = self.app.results_version
         cells = list(self.app.cells.values())
         quality = self.quality or data.quality_metric(cells)
-        styles = line_styles(data.series_order(cells), [*data.series(cells, quality), *data.series(cells, self.budget)])
+        budget = self._budget(cells)
+        self._live_drawn = self.app.run_state.live_version
+        steps = data.step_curves(cells, self.app.run_state.live) if budget == "steps" else {}
+        budget_lines = steps if budget == "steps" else data.series(cells, budget)
+        styles = line_styles(data.series_order(cells), [*data.series(cells, quality), *budget_lines])
         if only in (None, "#quality-plot"):
             self.query_one("#quality-plot", MetricPlot).draw(cells, quality, styles=styles)
         if only in (None, "#budget-plot"):
-            self.query_one("#budget-plot", MetricPlot).draw(cells, self.budget, styles=styles,
-                                                            title=f"KV budget: {data.METRICS[self.budget][0]}")
+            plot = self.query_one("#budget-plot", MetricPlot)
+            if budget == "steps":
+                draw_steps(plot, steps, styles)
+            else:
+                plot.draw(cells, budget, styles=styles, title=f"KV budget: {data.METRICS[budget][0]}")
         if only is None:
             self.query_one(Legend).show(styles)
 
@@ -244,6 +254,12 @@ class RunScreen(Screen):
         self.quality = QUALITY_METRICS[(QUALITY_METRICS.index(current) + 1) % len(QUALITY_METRICS)]
         self.redraw(only="#quality-plot")
 
+    def _budget(self, cells: list[dict]) -> str:
+        if self.budget is not None:
+            return self.budget
+        return "steps" if self.app.run_state.live or any(c.get("generated_tokens") is not None for c in cells) else "tokens"
+
     def action_cycle_budget(self) -> None:
-        self.budget = BUDGET_METRICS[(BUDGET_METRICS.index(self.budget) + 1) % len(BUDGET_METRICS)]
+        current = self._budget(list(self.app.cells.values()))
+        self.budget = BUDGET_METRICS[(BUDGET_METRICS.index(current) + 1) % len(BUDGET_METRICS)]
         self.redraw(only="#budget-plot")

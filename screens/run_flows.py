@@ -137,7 +137,7 @@ class RunFlows:
 
     def _event_poster(self, run_id: int):
         """The runner's on_event (worker thread): post messages, dropping progress beyond ~10 a second."""
-        last = {"progress": 0.0, "api": 0.0, "worker": 0.0}
+        last = {"progress": 0.0, "api": 0.0, "worker": 0.0, "live": 0.0}
 
         def on_event(event) -> None:
             # A worker's comings and goings always arrive; its per-unit reports are progress, thinned like it.
@@ -183,6 +183,10 @@ class RunFlows:
                 self.notify(ev.message, title="model loaded")
         elif ev.kind == "api":
             state.api = ev.data
+        elif ev.kind == "live":  # a decoding cell's KV budget so far: redrawn by the Progress view's timer
+            state.live[ev.data.get("method", ev.message)] = ev.data
+            state.live_version += 1
+            return  # no label changes: the plot timer picks it up
         elif ev.kind == "worker":
             state.workers[ev.data["worker"]] = ev.data
             if ev.data["state"] in ("ready", "lost", "starting"):

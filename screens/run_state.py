@@ -32,6 +32,8 @@ class RunState:
         self.log: deque[tuple[str, str]] = deque(maxlen=200)  # (severity, text)
         self.delivered: Counter[str] = Counter()  # run events handled, by kind (the throttle's effect)
         self.api: dict | None = None  # a remote evaluator's counters (workbench.api.client.Stats), when there is one
+        self.live: dict[str, dict] = {}  # decoding: each method's current sample ({"cell", "rate", "curve"})
+        self.live_version = 0  # bumped by each live report: the budget plot redraws when it moved
         self.workers: dict[int, dict] = {}  # Ray workers: each one's last "worker" event (device, state, unit, pace)
 
     @classmethod

@@ -379,7 +379,8 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
     rates = value.get("rates")
     if not info.takes_rates(params):
         hint = f" (or set params.{info.rates_when} to true to meet rates)" if info.rates_when else ""
-        _expect(rates is None, f"{info.name} is driven by its parameters (e.g. a threshold), not by rates{hint}", source,
+        # [None] is how a saved session writes such a method's rates back (Plan.to_dict): the same plan.
+        _expect(rates in (None, [None]), f"{info.name} is driven by its parameters (e.g. a threshold), not by rates{hint}", source,
                 f"{path}.rates")
         rates = [None]
     elif rates is not None:
