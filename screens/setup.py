@@ -196,7 +196,8 @@ class SetupScreen(Screen):
         q("#rates-as-list", RadioButton).value = True
         q("#rates-list", Input).value = tables.rates(plan.rates)
         p = plan.protocol
-        q({"chunked": "#proto-chunked", "task": "#proto-task"}.get(p.name, "#proto-cc"), RadioButton).value = True
+        q({"chunked": "#proto-chunked", "task": "#proto-task", "decoding": "#proto-decoding"}.get(p.name, "#proto-cc"),
+          RadioButton).value = True
         q("#context-tokens", Input).value = str(p.context_tokens)
         q("#continuation-tokens", Input).value = str(p.continuation_tokens)
         q("#chunk-size", Input).value = str(p.chunk_size or 128)
@@ -368,7 +369,9 @@ class SetupScreen(Screen):
         self.query_one("#rates-list-row").display = not sweep
         self.query_one("#rates-sweep-row").display = sweep
         self.query_one("#chunk-row").display = self.query_one("#proto-chunked", RadioButton).value
-        self.query_one("#task-rows").display = self.query_one("#proto-task", RadioButton).value
+        # The decoding protocol generates too: max new tokens, few-shot and depths apply to it.
+        self.query_one("#task-rows").display = (self.query_one("#proto-task", RadioButton).value
+                                                or self.query_one("#proto-decoding", RadioButton).value)
         self._toggle_api_rows()
 
     def _toggle_api_rows(self) -> None:

@@ -56,11 +56,20 @@ def form_document(screen) -> tuple[dict, list[tuple[str, str, str]]]:
         rates = [to_float(t) for t in q("#rates-list", Input).value.replace(",", " ").split()]
         where.append(("rates", "#rates-list", "Rates (kept)"))
     chunked, task = q("#proto-chunked", RadioButton).value, q("#proto-task", RadioButton).value
-    protocol = {"name": "chunked" if chunked else "task" if task else "context-continuation",
+    decoding = q("#proto-decoding", RadioButton).value
+    protocol = {"name": "chunked" if chunked else "task" if task else "decoding" if decoding else "context-continuation",
                 "context_tokens": to_int(q("#context-tokens", Input).value),
                 "continuation_tokens": to_int(q("#continuation-tokens", Input).value)}
     if chunked:
         protocol["chunk_size"] = to_int(q("#chunk-size", Input).value)
+    if decoding:  # it generates max_new_tokens (and scores those): no continuation of its own
+        del protocol["continuation_tokens"]
+        if q("#max-new-tokens", Input).value.strip():
+            protocol["max_new_tokens"] = to_int(q("#max-new-tokens", Input).value)
+        protocol["n_shots"] = to_int(q("#n-shots", Input).value)
+        depths = q("#depths", Input).value.replace(",", " ").split()
+        if depths:
+            protocol["depths"] = [to_float(d) for d in depths]
     if task:
         if q("#max-new-tokens", Input).value.strip():
             protocol["max_new_tokens"] = to_int(q("#max-new-tokens", Input).value)

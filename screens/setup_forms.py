@@ -60,6 +60,7 @@ class RatesForm(VerticalScroll):
                 yield Radio("context→continuation", value=True, id="proto-cc")
                 yield Radio("chunked", id="proto-chunked")
                 yield Radio("task", id="proto-task")
+                yield Radio("decoding", id="proto-decoding")
         with Horizontal(classes="row"):
             yield Label("Context tokens")
             yield Input("1024", id="context-tokens", type="integer", compact=True)
