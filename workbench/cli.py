@@ -390,7 +390,9 @@ class _Progress:
                       (cell.get("error") or cell.get("reason") or ""))
             if cell.get("cost_usd") is not None:
                 detail += f", ${cell['cost_usd']:.4f}" + (" (estimated)" if cell.get("cost_estimated") else "")
-            sys.stderr.write(f"  {cell['status']:11s} {cell['method']} @ {cell['rate']}: {detail}\n")
+            from workbench.tables import rate_text
+
+            sys.stderr.write(f"  {cell['status']:11s} {cell['method']} @ {rate_text(cell)}: {detail}\n")
         elif event.kind in ("model-loading", "model-loaded", "run-started", "run-finished", "log"):
             if event.kind == "run-finished":
                 self.finished = event.data

@@ -91,15 +91,13 @@ def _tokens_per_second(samples: list[dict]) -> float | None:
 
 def _decoding(done: list[dict], baseline: dict[str, dict] | None) -> dict:
     """The decoding protocol's cell figures (records with ``generated_tokens``)."""
-    from workbench.decoding.curve import mean_tokens
-
     runs = [s for s in done if s.get("generated_tokens") is not None]
     if not runs:
         return {}
     out: dict = {"generated_tokens": sum(s["generated_tokens"] for s in runs) / len(runs),
                  "tokens_per_second": _tokens_per_second(runs),
                  "compressions": sum(len(s.get("compression_points") or []) for s in runs) / len(runs)}
-    means = [m for m in (mean_tokens(s.get("kv_curve") or []) for s in runs) if m is not None]
+    means = [s["kv_tokens_mean"] for s in runs if s.get("kv_tokens_mean") is not None]
     out["kv_tokens_mean"] = sum(means) / len(means) if means else None
     if baseline:
         shared = [s for s in runs if s["sample_id"] in baseline]

@@ -20,6 +20,7 @@ import zlib
 import torch
 
 from workbench import kv_eval, metrics
+from workbench.decoding import curve as curves
 from workbench.decoding import loop
 from workbench.evaluate import token_windows
 from workbench.methods import registry
@@ -123,6 +124,7 @@ class Decoding:
             "compression_chars": free.chars,
             "kv_curve": free.curve,
             "kv_point_layers": free.point_layers,
+            "kv_tokens_mean": curves.mean_tokens(free.curve),  # tokens per layer held, over the steps
             "prefill_seconds": free.prefill_seconds,
             "decode_seconds": free.decode_seconds,
             "tokens_per_second": len(free.tokens) / free.decode_seconds if free.decode_seconds > 0 and free.tokens else None,
