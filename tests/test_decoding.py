@@ -227,3 +227,23 @@ def test_a_bad_decoding_preset_exits_2_naming_the_field(tiny_llama_dir, tmp_path
     done = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(path), "--dry-run"], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "methods[0].params.budget" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_resumed_cell_generates_the_baselines_tokens_again(session, tiny_llama_dir):
+    """Without the baseline's tokens in memory (a resumed run, a Ray worker) a cell generates them again: its
+    records are the ones the run made."""
+    from workbench.decoding.protocol import Decoding
+    from workbench.models import load_model
+
+    backend = load_model(str(tiny_llama_dir), "cpu", "float32")
+    plan = session.plan
+    fresh = Decoding()
+    samples = fresh.samples(backend, plan.datasets[0], plan)
+    method = plan.method("interval")
+    again = fresh.decoded(backend, samples, method, [0.5], plan)
+    recorded = {s["sample_id"]: s for s in _cell(session, "interval")["samples"]}
+    for per_rate in again:
+        rec = per_rate[0.5]
+        old = recorded[rec["sample_id"]]
+        assert rec["nll_sum"] == pytest.approx(old["nll_sum"], rel=1e-6)
+        assert rec["compression_points"] == old["compression_points"] and rec["generated_text"] == old["generated_text"]

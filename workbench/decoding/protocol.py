@@ -15,6 +15,7 @@ Also recorded: tokens generated, tokens/s of the free generation (prefill exclud
 from __future__ import annotations
 
 import inspect
+import weakref
 import zlib
 
 import torch
@@ -60,9 +61,10 @@ class Decoding:
     """The protocol's operations (see ``workbench.protocols``): ``samples``, ``uncompressed`` and ``decoded``."""
 
     def __init__(self):
-        # The baseline's greedy tokens per (model, sample, budget): the continuation every method is scored on.
-        # Lost with the process (a resumed run, a Ray worker): then generated again, greedily, the same.
-        self._greedy: dict[tuple, list[int]] = {}
+        # The baseline's greedy tokens per model (weakly: they go with it) and (prompt, budget): the continuation
+        # every method is scored on. Lost with the process (a resumed run, a Ray worker): then generated again,
+        # greedily, the same.
+        self._greedy: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def samples(self, backend, dataset, plan) -> list:
         from workbench import tasks
@@ -79,11 +81,15 @@ class Decoding:
             return _ids(backend, sample.context) + _ids(backend, sample.prompt_suffix)
         return list(sample.input_ids[: protocol.context_tokens])
 
+    def _key(self, backend, sample, protocol) -> tuple:
+        return sample.sample_id, hash(tuple(self._prompt(backend, sample, protocol))), protocol.max_new_tokens
+
     def _greedy_tokens(self, backend, sample, protocol) -> list[int]:
-        key = (id(backend.model), sample.sample_id, protocol.max_new_tokens)
-        if key not in self._greedy:
+        memo = self._greedy.setdefault(backend.model, {})
+        key = self._key(backend, sample, protocol)
+        if key not in memo:
             self._record(backend, sample, protocol, None, None, None)
-        return self._greedy[key]
+        return memo[key]
 
     def uncompressed(self, backend, samples, plan) -> list[dict]:
         return [self._record(backend, s, plan.protocol, None, None, None) for s in samples]
@@ -132,7 +138,7 @@ class Decoding:
         if free.cache is not None:
             record.update(kv_eval.kv_budget(model, free.cache, free.seen))
         if forced is None:  # the baseline: its own greedy tokens, scored as it chose them
-            self._greedy[(id(model), sample.sample_id, protocol.max_new_tokens)] = list(free.tokens)
+            self._greedy.setdefault(model, {})[self._key(backend, sample, protocol)] = list(free.tokens)
             scored, seconds = free, 0.0
         else:
             kv_eval.seed_sample(sample.sample_id)
