@@ -29,7 +29,10 @@ def _figures(records: list[dict]) -> dict:
 
 def test_a_low_budget_and_random_points_hurt_more(smollm2):
     """TinyStories, 192 prompt tokens, 96 generated, Knorm scores; random points as many on average as the step
-    boundaries found (their `every` set from the step-boundary cell's count). The figures are printed (-s)."""
+    boundaries found (their `every` set from the step-boundary cell's count). The figures are printed (-s).
+    Measured when written (2 samples): baseline PPL 1.975; every 16 tokens to 32 tokens per layer ΔPPL +5.18 against
+    +0.63 at 160; at a budget of 64, step boundaries (7 points a sample) +2.80 against random points (every 10: 10
+    points a sample) +3.33, both holding 80 tokens per layer on average over the steps."""
     proto = Decoding()
     plan = _plan([{"name": "interval", "label": "low", "params": {"every": 16, "budget": 32}},
                   {"name": "interval", "label": "high", "params": {"every": 16, "budget": 160}},
