@@ -156,7 +156,7 @@ def test_the_budget_curve_is_the_cache_held_at_every_step(tiny_llama_dir):
 
 def test_compress_never_is_plain_greedy_generation_token_for_token(session, tiny_llama_dir):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
     from workbench import kv_eval
     from workbench.datasets import lm_samples
@@ -166,10 +166,8 @@ def test_compress_never_is_plain_greedy_generation_token_for_token(session, tiny
     base = _cell(session, "baseline")
     samples = {s.sample_id: s for s in lm_samples("wikitext2", tok, 2, 32, 40, 0)}
     for record in base["samples"]:
-        ctx = torch.tensor([samples[record["sample_id"]].input_ids[:31]])
-        cache, _ = kv_eval.prefill(model, ctx)
-        last = torch.tensor([[samples[record["sample_id"]].input_ids[31]]])
-        tokens, _ = kv_eval.generate(model, cache, last, 31, 40, set())
+        prompt = torch.tensor([samples[record["sample_id"]].input_ids[:32]])
+        tokens, _ = kv_eval.generate(model, DynamicCache(), prompt, 0, 40, set())  # plain greedy decoding
         assert record["generated_text"] == tok.decode(tokens, skip_special_tokens=True)
         assert record["compression_points"] == [] and record["kv_curve"][-1][1] == 32 + 39
 
