@@ -42,12 +42,12 @@ def load(args):
 
 
 def run_once(lm, prompt, forced, every, press_name, rate):
-    from workbench.decoding import loop
     from workbench.decoding import curve as curves
+    from workbench.decoding import loop
     from workbench.decoding.schedules import Interval
-    from workbench.metrics import PeakMemory
     from workbench.methods.press_build import build_press
     from workbench.methods.registry import lookup, resolve_params
+    from workbench.metrics import PeakMemory
 
     peak = PeakMemory(str(lm.model.device))
     peak.reset()

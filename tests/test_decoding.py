@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import ClassVar
 
 import pytest
 
@@ -67,7 +68,7 @@ class _PunctuatedTokenizer:
     """The tiny model's word tokenizer, with a few words written as punctuation (its vocabulary has none), so
     generated text holds sentence ends and new lines."""
 
-    MARKS = {10: ".", 11: "\n", 12: " <<3*4=12>>"}
+    MARKS: ClassVar[dict[int, str]] = {10: ".", 11: "\n", 12: " <<3*4=12>>"}
 
     def __init__(self, tok):
         self.tok = tok
@@ -222,7 +223,7 @@ def test_a_bad_decoding_preset_exits_2_naming_the_field(tiny_llama_dir, tmp_path
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"name": "x", "model": str(tiny_llama_dir), "protocol": {"name": "decoding"},
                                 "methods": [{"name": "step-boundaries", "params": {"budget": 0}}]}))
-    done = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(path), "--dry-run"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "workbench", "--preset", str(path), "--dry-run"], capture_output=True, text=True, check=False)
     assert done.returncode == 2, done.stderr
     assert "methods[0].params.budget" in done.stderr and "Traceback" not in done.stderr
 

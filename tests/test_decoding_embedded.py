@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from conftest import embedded_model_available
+
 from workbench.decoding.protocol import Decoding
 from workbench.plan import parse_plan
 

@@ -9,6 +9,8 @@ and the last step. :func:`expand` gives the tokens per layer at every step back.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 
 def row(step: int, sizes: list[int]) -> list:
     """One row from the per-layer token counts."""
@@ -18,7 +20,7 @@ def row(step: int, sizes: list[int]) -> list:
 def expand(curve: list[list]) -> dict[int, float]:
     """{step: mean tokens per layer held after that step's point decision}, for every step the curve spans."""
     out: dict[int, float] = {}
-    for (s0, m0, *_), (s1, _, *__) in zip(curve, curve[1:]):
+    for (s0, m0, *_), (s1, *_) in pairwise(curve):
         for s in range(s0, s1):
             out[s] = m0 + (s - s0)
     if curve:
