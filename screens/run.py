@@ -254,12 +254,18 @@ class RunScreen(Screen):
         self.quality = QUALITY_METRICS[(QUALITY_METRICS.index(current) + 1) % len(QUALITY_METRICS)]
         self.redraw(only="#quality-plot")
 
+    def _decodes(self, cells: list[dict]) -> bool:
+        return bool(self.app.run_state.live) or any(c.get("generated_tokens") is not None for c in cells)
+
     def _budget(self, cells: list[dict]) -> str:
         if self.budget is not None:
             return self.budget
-        return "steps" if self.app.run_state.live or any(c.get("generated_tokens") is not None for c in cells) else "tokens"
+        return "steps" if self._decodes(cells) else "tokens"
 
     def action_cycle_budget(self) -> None:
-        current = self._budget(list(self.app.cells.values()))
-        self.budget = BUDGET_METRICS[(BUDGET_METRICS.index(current) + 1) % len(BUDGET_METRICS)]
+        cells = list(self.app.cells.values())
+        current = self._budget(cells)
+        # Over decoding steps only where something decodes: elsewhere that plot would stay empty.
+        order = BUDGET_METRICS if self._decodes(cells) else tuple(m for m in BUDGET_METRICS if m != "steps")
+        self.budget = order[(order.index(current) + 1) % len(order)] if current in order else order[0]
         self.redraw(only="#budget-plot")

@@ -45,5 +45,8 @@ def test_the_budget_plot_follows_decoding_steps_live(tiny_llama_dir, tmp_path):
             assert data.step_curves(cells)["interval"]  # the finished cell's own recorded curve
             await pilot.press("b")  # the budget key cycles on to the other units and back
             assert screen.budget == "tokens"
+            for _ in range(3):
+                await pilot.press("b")
+            assert screen.budget == "steps"
 
     asyncio.run(go())
