@@ -4,7 +4,9 @@ A point belongs after token t when the text through t ends a step, judged once t
 
 * the text through t ends with a newline (a new line of reasoning starts);
 * the text through t closes a GSM8K calculator span ``<<…>>``;
-* the text through t ends with "." and token t + 1 starts with whitespace (a sentence ended; "3.5" is not one).
+* the text through t ends with "." and token t + 1 starts with a space or tab (a sentence ended and the next begins
+  on the same line; "3.5" is not one, and a "." before a newline leaves the point to the newline, so one line end
+  is one point, not two).
 
 Used by the ``step-boundaries`` schedule while decoding and for the offline labels of the point classifier
 (``boundary_points`` over a reference text's tokens), so both put points in the same places.
@@ -22,7 +24,7 @@ def is_boundary(text: str, next_text: str) -> bool:
         return True
     if stripped.endswith(">>") and "<<" in stripped:
         return True
-    return text.endswith(".") and next_text[:1].isspace()
+    return text.endswith(".") and next_text[:1] in (" ", "\t") and "\n" not in next_text
 
 
 def boundary_points(token_texts: list[str]) -> list[int]:
