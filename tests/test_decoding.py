@@ -202,6 +202,8 @@ def test_the_session_reloads_and_its_table_shows_the_decoding_columns(session):
 @pytest.mark.parametrize("doc, field", [
     ({"protocol": {"name": "decoding", "max_new_tokens": 0}}, "protocol.max_new_tokens"),
     ({"protocol": {"name": "decoding", "continuation_tokens": 7}}, "protocol.continuation_tokens"),
+    ({"protocol": {"name": "decoding", "temperature": -1}}, "protocol.temperature"),
+    ({"protocol": {"name": "context-continuation", "temperature": 0.7}}, "protocol.temperature"),
     ({"methods": [{"name": "interval", "params": {"every": 0}}]}, "methods[0].params.every"),
     ({"methods": [{"name": "interval", "params": {"budget": -3}}]}, "methods[0].params.budget"),
     ({"methods": [{"name": "interval", "params": {"press": "adakv"}}]}, "methods[0].params.press"),
@@ -246,3 +248,19 @@ def test_a_resumed_cell_generates_the_baselines_tokens_again(session, tiny_llama
         old = recorded[rec["sample_id"]]
         assert rec["nll_sum"] == pytest.approx(old["nll_sum"], rel=1e-6)
         assert rec["compression_points"] == old["compression_points"] and rec["generated_text"] == old["generated_text"]
+
+
+def test_sampling_is_seeded_and_temperature_zero_is_greedy(tiny_llama_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from workbench.decoding import loop
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, torch_dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    prompt = list(range(5, 37))
+    greedy = loop.decode(model, tok, prompt, 30, set()).tokens
+    assert loop.decode(model, tok, prompt, 30, set(), temperature=0.0, seed=5).tokens == greedy
+    a = loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=5).tokens
+    assert a == loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=5).tokens
+    assert a != greedy and a != loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=6).tokens

@@ -61,6 +61,9 @@ class ProtocolSpec:
     depths: list[float] | None = None
     n_shots: int = 4
     question_aware: bool = False
+    # decoding only: sampling temperature (0: greedy) and the seed added to each sample's own.
+    temperature: float = 0.0
+    seed: int = 0
 
     @property
     def window_tokens(self) -> int:
@@ -279,7 +282,7 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
         value = {"name": value}
     _expect(isinstance(value, dict), "expected a protocol name or object", source, path)
     unknown = set(value) - {"name", "context_tokens", "continuation_tokens", "chunk_size", "max_new_tokens", "depths", "n_shots",
-                            "question_aware"}
+                            "question_aware", "temperature", "seed"}
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}", source, path)
     from workbench.protocols import ALIASES, PROTOCOLS
 
@@ -299,6 +302,8 @@ def _parse_protocol(value: Any, source, path) -> ProtocolSpec:
     task_keys = ("max_new_tokens", "depths", "question_aware")
     if name == "decoding":
         return _parse_decoding(value, spec, source, path)
+    for key, unset in (("temperature", 0), ("seed", 0)):
+        _expect(value.get(key, unset) == unset, f"{key} applies to the 'decoding' protocol only", source, f"{path}.{key}")
     if name != "task":
         for key in task_keys:
             _expect(value.get(key) in (None, False), f"{key} applies to the 'task' protocol only", source, f"{path}.{key}")
@@ -336,6 +341,11 @@ def _parse_decoding(value: dict, spec: ProtocolSpec, source, path) -> ProtocolSp
         _expect(isinstance(depths, list) and depths and all(isinstance(d, (int, float)) and 0 <= d <= 1 for d in depths),
                 "depths are fractions of the context in [0, 1]", source, f"{path}.depths")
         spec.depths = [float(d) for d in depths]
+    temperature = value.get("temperature", 0.0)
+    _expect(_is_number(temperature) and math.isfinite(temperature) and 0 <= temperature <= 100,
+            f"a sampling temperature is a number from 0 (greedy) to 100, got {temperature!r}", source, f"{path}.temperature")
+    spec.temperature = float(temperature)
+    spec.seed = _as_int(value.get("seed", 0), source, f"{path}.seed", minimum=0)
     return spec
 
 

@@ -103,8 +103,10 @@ def _nll(logits: torch.Tensor, token: int) -> float:
 
 
 def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids: set[int], schedule: Schedule | None = None,
-           evictor: Evictor | None = None, forced: list[int] | None = None, seed: int = 0, on_curve=None) -> Decoded:
-    """Prefill ``prompt_ids``, then generate up to ``max_new_tokens`` greedily (stopping at an EOS token), or feed
+           evictor: Evictor | None = None, forced: list[int] | None = None, seed: int = 0, on_curve=None,
+           temperature: float = 0.0) -> Decoded:
+    """Prefill ``prompt_ids``, then generate up to ``max_new_tokens`` greedily (stopping at an EOS token) — or
+    sampled at ``temperature`` > 0 from a generator seeded with ``seed`` (a rerun draws the same) — or feed
     ``forced`` (all of them), compressing at ``schedule``'s points with ``evictor``. ``on_curve(rows)`` sees the
     budget curve so far a few times a second."""
     device = model.device
@@ -118,6 +120,17 @@ def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids
         return out
     cache = DynamicCache()
     gen = out.tokens
+    draw = None
+    if temperature > 0 and forced is None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        def draw(logits):
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            return int(torch.multinomial(probs, 1, generator=generator))
+
+    def choose(logits) -> int:
+        return int(logits.argmax()) if draw is None else draw(logits)
+
     last_report = time.monotonic()
     with torch.inference_mode(), (evictor.hooks() if evictor is not None else nullcontext()):
         kv_eval._sync(model)
@@ -127,7 +140,7 @@ def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids
         kv_eval._sync(model)
         out.prefill_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        token = forced[0] if forced is not None else int(logits.argmax())
+        token = forced[0] if forced is not None else choose(logits)
         if forced is None and token in eos_ids:
             return out
         out.nll_sum += _nll(logits, token)
@@ -141,7 +154,7 @@ def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids
             logits = step_out.logits[0, -1]
             if t == 0:
                 out.curve.append(curves.row(0, _sizes(cache)))
-            token = forced[t + 1] if forced is not None else int(logits.argmax())
+            token = forced[t + 1] if forced is not None else choose(logits)
             if forced is None and token in eos_ids:
                 break
             if schedule is not None:

@@ -117,7 +117,7 @@ class Decoding:
                 evictor = loop.Evictor(model, build_press(spec["name"], spec["params"], None), target_for(method, rate))
             live = (lambda rows: on_curve(sample.sample_id, rate, rows)) if on_curve is not None and tokens is None else None
             return loop.decode(model, tok, prompt, protocol.max_new_tokens, _eos(backend), schedule, evictor, forced=tokens,
-                               seed=seed, on_curve=live)
+                               seed=seed + protocol.seed, on_curve=live, temperature=protocol.temperature)
 
         free = run(None)
         record = {
