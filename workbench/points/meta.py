@@ -150,7 +150,7 @@ def text(report: dict) -> str:
         lines.append(f"{name[:18]:<18} {m['points']:>6} {m['points_per_sample']:>5.1f} {_acc(m):>5}  "
                      f"{_share(c['calculation'], n):>4} {_share(c['conclusion'], n):>5} {_share(c['restatement'], n):>6} "
                      f"{_share(c['new step'], n):>4} {_share(c['other'], n):>5}")
-    lines += ["", "accuracy by number of compressions (all methods pooled; per method with --json)",
+    lines += ["", "accuracy by number of compressions (all methods; per method: --json)",
               f"{'compressions':<13} {'samples':>7} {'accuracy':>8}"]
     lines += [f"{b['compressions']:<13} {b['samples']:>7} {_acc(b):>8}" for b in report["bins"] if b["samples"]]
     shown = [(cat, e) for cat, items in report["examples"].items() for e in items[:1]]
@@ -158,5 +158,5 @@ def text(report: dict) -> str:
         lines += ["", "an example of each category (… text before ▌ text after …)"]
         for cat, e in shown:
             snippet = (e["before"][-34:] + "▌" + e["after"][:20]).replace("\n", "⏎")
-            lines.append(f"{cat:<11} …{snippet}…"[:80])
+            lines.append(f"{cat:<11} …{snippet}…"[:76])
     return "\n".join(lines)
