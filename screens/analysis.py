@@ -21,9 +21,9 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from workbench.analysis import text
 from screens.plots import RATE_LABEL, Legend, line_styles
 from screens.widgets import ViewBar
+from workbench.analysis import text
 
 COLUMNS = ("Method", "r* [interval]", "Davies p", "AUC", "Rank", "Mean")
 

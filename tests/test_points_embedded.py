@@ -70,5 +70,5 @@ def test_the_schedule_drives_a_greedy_decoding_loop(trained, smollm2):
     assert [t for t in points if not near[t]] == [t for t in expected if not near[t]]
     assert points, "the model's own reasoning has step ends"
     # and the points are mostly where the step-boundary rule puts them on that text
-    rule = set(t for t, v in enumerate(L.rule_labels(L.token_texts(tok, generated))) if v and t < 48)
+    rule = {t for t, v in enumerate(L.rule_labels(L.token_texts(tok, generated))) if v and t < 48}
     assert len(set(points) & rule) >= 0.6 * max(len(rule), 1), (points, sorted(rule), tok.decode(generated))

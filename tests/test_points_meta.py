@@ -8,9 +8,9 @@ import asyncio
 import json
 
 import numpy as np
-
 import synthetic_sessions as synth
 from test_app_fakes import make_app, wait_for
+
 from workbench.plan import parse_plan
 from workbench.points import meta
 from workbench.points.meta_cli import main

@@ -116,13 +116,14 @@ def _check(args) -> str | None:
 def table(config: dict) -> str:
     """Held-out and validation scores of the classifier against the two baselines, and the sizes and times."""
     data = config["data"]
-    lines = [f"Point classifier for {config['model']['spec']} ({config['labels']['kind']} labels, hidden state {config['layer']}): "
-             f"{config['folder']}",
+    lines = [(f"Point classifier for {config['model']['spec']} ({config['labels']['kind']} labels, hidden state "
+              f"{config['layer']}): {config['folder']}"),
              "texts (tokens, points): " + ", ".join(f"{name} {data[name]['texts']} ({data[name]['tokens']:,}, {data[name]['points']:,})"
                                                   for name in ("train", "validation", "test"))
              + (f"; {len(data['skipped'])} skipped" if data["skipped"] else ""),
-             f"threshold {config['threshold']:.3f} (best F1 on validation); time: features {config['seconds']['features'] / 60:.1f} "
-             f"min, fit {config['seconds']['fit'] / 60:.1f} min, total {config['seconds']['total'] / 60:.1f} min", "",
+             (f"threshold {config['threshold']:.3f} (best F1 on validation); time: features "
+              f"{config['seconds']['features'] / 60:.1f} min, fit {config['seconds']['fit'] / 60:.1f} min, total "
+              f"{config['seconds']['total'] / 60:.1f} min"), "",
              "split       predictor          F1     precision  recall  accuracy", "-" * 64]
     for split in ("validation", "test"):
         m = config["metrics"][split]

@@ -142,8 +142,8 @@ def _acc(entry: dict) -> str:
 
 def text(report: dict) -> str:
     """The report as plain text, 80 columns wide (the CLI's output and the Analysis view's points pane)."""
-    lines = [f"Compression points: {len(report['methods'])} method(s), {report['samples']} samples, "
-             f"{report['points']} points", "",
+    lines = [(f"Compression points: {len(report['methods'])} method(s), {report['samples']} samples, "
+              f"{report['points']} points"), "",
              f"{'method':<18} {'points':>6} {'/smpl':>5} {'acc':>5}  {'calc':>4} {'concl':>5} {'restat':>6} {'step':>4} {'other':>5}"]
     for name, m in report["methods"].items():
         c, n = m["categories"], m["categorised"]

@@ -27,7 +27,7 @@ def confusion(labels: np.ndarray, predicted: np.ndarray) -> dict:
 def report(labels: np.ndarray, probabilities: np.ndarray, threshold: float) -> dict:
     """The classifier at ``threshold`` (a point where probability ≥ threshold) and both baselines, on one split."""
     labels = np.asarray(labels).astype(bool)
-    return {"tokens": int(len(labels)), "points": int(labels.sum()),
+    return {"tokens": len(labels), "points": int(labels.sum()),
             "classifier": confusion(labels, np.asarray(probabilities) >= threshold),
             "never_a_point": confusion(labels, np.zeros(len(labels), bool)),
             "always_a_point": confusion(labels, np.ones(len(labels), bool))}

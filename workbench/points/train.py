@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from threading import Event
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -93,7 +92,7 @@ def train(settings: TrainSettings, on_progress: Progress | None = None, cancel: 
             shutil.rmtree(work / "texts", ignore_errors=True)
             store.write_json_atomically(work / "work.json", key)
         (work / "texts").mkdir(parents=True, exist_ok=True)
-        shard = lambda p: work / "texts" / f"{p.index:04d}.safetensors"  # noqa: E731
+        shard = lambda p: work / "texts" / f"{p.index:04d}.safetensors"
         todo = [p for p in problems if not shard(p).is_file()]
         if len(todo) < len(problems):
             say("features", len(problems) - len(todo), len(problems),
@@ -160,7 +159,7 @@ def _api_marks(settings, problems, tokenizer, say, cancel, transport) -> tuple[d
     from workbench.api.prices import price_for
 
     spec = parse_evaluator(settings.evaluator)
-    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
     client = ApiClient(spec, read_key(spec), price_for(spec), ResponseCache() if settings.use_cache else None,
                        settings.max_cost_usd, transport=transport)
     if cancel is not None:
