@@ -129,7 +129,7 @@ def analyse(session) -> dict:
             if len(examples[cat]) < 2:
                 examples[cat].append({"method": s.method, "before": before, "after": after})
     return {"session": where, "samples": len(samples), "points": sum(s.points for s in samples), "methods": methods,
-            "bins": bins, "examples": examples, "rules": __doc__.split("* ``conclusion``")[0].strip().splitlines()[-1]}
+            "bins": bins, "examples": examples, "categories": list(CATEGORIES)}
 
 
 def _share(count: int, total: int) -> str:
