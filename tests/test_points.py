@@ -283,3 +283,10 @@ def test_api_labels_come_from_markers_in_the_model_copy_and_are_paid_for_once(by
         assert again["data"]["train"]["points"] == config["data"]["train"]["points"]
     finally:
         server.stop()
+
+
+def test_a_layer_the_model_does_not_have_is_bad_input(bytes_llama, capsys):
+    from workbench.points.cli import main
+
+    assert main(["--model", str(bytes_llama), "--layer", "9", "--texts", "3", "--device", "cpu"]) == 2
+    assert "--layer: layer 9 is out of range for a model with 2 layers" in capsys.readouterr().err
