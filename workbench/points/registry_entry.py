@@ -2,7 +2,7 @@
 
 ``LEARNED_POINTS_ARGS`` are the arguments of the decoding table's ``schedule_entry`` (workbench/methods/schedules.py),
 which adds the common press / rate / budget parameters; ``LEARNED_POINTS`` is the same entry as a MethodInfo for a
-table without that helper.
+table without that function.
 """
 
 from __future__ import annotations
