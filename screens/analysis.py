@@ -6,6 +6,8 @@ workbench.analysis.text). The analysis runs in a thread worker (statsmodels and 
 to import and fit); the worker returns the report and the handler here fills the widgets. It reruns when the
 session's results change, never while a run is in progress. ``a`` adds a saved session to the analysis (as
 `workbench analyze A B` does: only the cells and samples they share, each session's methods their own lines).
+``c`` shows the compression points of the open session's decoding cells instead (`workbench points-meta`: what
+the text around each point is, and accuracy against the number of compressions; workbench.points.meta).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from textual.widgets import ContentSwitcher, DataTable, Footer, Static
 from textual.worker import Worker, WorkerState
 from textual_plotext import PlotextPlot
 
-from workbench.analysis import text
 from screens.plots import RATE_LABEL, Legend, line_styles
 from screens.widgets import ViewBar
+from workbench.analysis import text
 
 COLUMNS = ("Method", "r* [interval]", "Davies p", "AUC", "Rank", "Mean")
 
@@ -72,10 +74,10 @@ class AnalysisScreen(Screen):
     AnalysisScreen #bar { height: 1; padding: 0 1; background: $boost; text-wrap: nowrap; text-overflow: ellipsis; }
     AnalysisScreen DataTable { height: auto; max-height: 50%; }
     AnalysisScreen #below { height: 1fr; }
-    AnalysisScreen #tests { padding: 0 1; }
+    AnalysisScreen #tests, AnalysisScreen #points { padding: 0 1; }
     """
-    BINDINGS = [Binding("p", "toggle_view", "Curves / verdict"), Binding("a", "add", "Add session"),
-                Binding("d", "drop", "Drop added")]
+    BINDINGS = [Binding("p", "toggle_view", "Curves / verdict"), Binding("c", "points", "Compression points"),
+                Binding("a", "add", "Add session"), Binding("d", "drop", "Drop added")]
 
     def compose(self) -> ComposeResult:
         yield ViewBar("analysis")  # F7 is not on the bar (no room at 80 columns): the line below names the view
@@ -87,11 +89,28 @@ class AnalysisScreen(Screen):
             with Vertical(id="curves"):
                 yield CurvesPlot()
                 yield Legend()
+            with VerticalScroll(id="points"):
+                yield Static("", id="points-report", markup=False)
         yield Footer(compact=True)
 
     def action_toggle_view(self) -> None:
         switcher = self.query_one(ContentSwitcher)
         switcher.current = "curves" if switcher.current == "tests" else "tests"
+
+    def action_points(self) -> None:
+        """The compression points of the open session (pure Python over its records: no worker needed)."""
+        from workbench.points.meta import MetaInputError, analyse, text
+
+        switcher = self.query_one(ContentSwitcher)
+        if switcher.current == "points":
+            switcher.current = "tests"
+            return
+        try:
+            shown = text(analyse(self.app.session)) if self.app.session is not None else "No session."
+        except MetaInputError as err:
+            shown = f"No compression points: {err}"
+        self.query_one("#points-report", Static).update(shown)
+        switcher.current = "points"
 
     def on_mount(self) -> None:
         self.report: dict | None = None

@@ -30,6 +30,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("workbench.analysis.cli:main", "where each method breaks: thresholds r*, paired ranking, tests, verdict"),
     "serve": ("workbench.serve.cli:main", "serve a model (optionally under a KV press) over an OpenAI-compatible API"),
     "train-kvzap": ("workbench.kvzap.cli:main", "train the KVzap scorer for a model (so the kvzap press runs offline)"),
+    "train-points": ("workbench.points.cli:main", "train the compression-point classifier for the learned-points schedule"),
+    "points-meta": ("workbench.points.meta_cli:main", "what the text around recorded compression points is; accuracy vs compressions"),
 }
 
 

@@ -48,6 +48,12 @@ SCHEDULES: dict[str, MethodInfo] = {
         schedule_entry("step-boundaries", "workbench.decoding.schedules:StepBoundaries",
                        "compress where a step of reasoning ends: a newline, a closed <<…>> span, a sentence's end",
                        aliases=("boundaries",)),
+        schedule_entry("learned-points", "workbench.points.schedule:LearnedPoints",
+                       "compress where a classifier on the model's hidden states predicts that a step of reasoning "
+                       "ended (train it with workbench train-points)",
+                       {"classifier": None, "threshold": None},
+                       {"classifier": ParamRule(kind=str, optional=True),
+                        "threshold": ParamRule(kind=float, minimum=0.0, maximum=1.0, open_minimum=True, optional=True)}),
     ]
 }
 
