@@ -30,6 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("workbench.analysis.cli:main", "where each method breaks: thresholds r*, paired ranking, tests, verdict"),
     "serve": ("workbench.serve.cli:main", "serve a model (optionally under a KV press) over an OpenAI-compatible API"),
     "train-kvzap": ("workbench.kvzap.cli:main", "train the KVzap scorer for a model (so the kvzap press runs offline)"),
+    "train": ("workbench.learned.cli:main", "train a learned soft compressor (cross-attention, conv, pooling, gist)"),
 }
 
 

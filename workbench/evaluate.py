@@ -252,6 +252,11 @@ class ContextContinuation:
     def compressed_texts(self, backend, samples, compressor, rates, plan, examples_for: set) -> list[dict]:
         return evaluate_prompt_batch(backend, samples, compressor, rates, plan.protocol, examples_for)
 
+    def soft_prefixes(self, backend, samples, prefixer, rates, plan) -> list[dict]:
+        from workbench.learned.measure import context_continuation
+
+        return context_continuation(backend, samples, prefixer, rates, plan.protocol)
+
 
 # ---------------------------------------------------------------------------------------------
 # chunked

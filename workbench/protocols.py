@@ -7,7 +7,9 @@ families call:
 * ``uncompressed(backend, samples, plan)`` — the baseline: [record];
 * ``pressed(backend, samples, method, rates, plan)`` — a KV press: [{rate: record}];
 * ``compressed_texts(backend, samples, compressor, rates, plan, examples_for)`` — a prompt compressor: [{rate: record}]
-  (the samples whose ids are in ``examples_for`` keep their original and compressed texts).
+  (the samples whose ids are in ``examples_for`` keep their original and compressed texts);
+* ``soft_prefixes(backend, samples, prefixer, rates, plan)`` — a learned soft compressor (``learned.measure``):
+  [{rate: record}]; a protocol without it refuses soft compressors (``refuses_soft_prompts``).
 
 A record may be a ``families.SampleFailed`` instead: that sample alone failed (an API request), the rest stand.
 
@@ -33,6 +35,8 @@ class ProtocolInfo:
     shares_prefill: bool = True
     # Why prompt compressors cannot be measured under it (None: they can).
     refuses_text_compression: str | None = None
+    # Why learned soft compressors cannot be measured under it (None: they can).
+    refuses_soft_prompts: str | None = None
     # Why a press whose selection is not a per-entry score cannot be measured under it (None: any press).
     needs_scorer_press: str | None = None
     # Why shared prefill is not used (shown as a cell's reason), when shares_prefill is False.
@@ -49,6 +53,7 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
         ProtocolInfo("chunked", "feed the window in chunks, compressing the cache after every chunk (seed 004)",
                      "workbench.evaluate:Chunked", batches=False, shares_prefill=False,
                      refuses_text_compression="prompt compressors need the context-continuation or task protocol",
+                     refuses_soft_prompts="soft compressors need the context-continuation or task protocol",
                      needs_scorer_press="the chunked protocol supports score-based presses and presses that compress while decoding",
                      per_rate_reason="the chunked protocol compresses after every chunk"),
         ProtocolInfo("task", "compress the context, ask the question, generate greedily, score the answer",

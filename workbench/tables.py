@@ -73,7 +73,7 @@ def method_text(cell: dict) -> str:
     baseline 'baseline (uncompressed reference)'."""
     if figures.is_baseline(cell):
         return f"{cell['method']} (uncompressed reference)"
-    family = {"kv": "KV press", "prompt": "prompt compressor"}.get(cell.get("family") or "", cell.get("family") or "method")
+    family = {"kv": "KV press", "prompt": "prompt compressor", "learned": "soft compressor"}.get(cell.get("family") or "", cell.get("family") or "method")
     name = cell.get("name")
     return f"{cell['method']} = {name} ({family})" if name and name != cell["method"] else f"{cell['method']} ({family})"
 
@@ -119,6 +119,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("kv", "KV bytes", lambda c: c.get("kv_bytes"), lambda c: human_bytes(c.get("kv_bytes")), keep=2),
     Column("cost", "Cost $", lambda c: c.get("cost_usd"),
            lambda c: value_text("cost", c.get("cost_usd")) + ("~" if c.get("cost_estimated") else ""), keep=2),
+    Column("compress", "Compress s", lambda c: c.get("compression_seconds"),
+           lambda c: value_text("time", c.get("compression_seconds")), keep=2),
+    Column("params", "Params", lambda c: c.get("compressor_params"),
+           lambda c: f"{c['compressor_params']:,}" if isinstance(c.get("compressor_params"), int) else MISSING, keep=2),
     Column("time", "Time/sample", figures.seconds_per_sample, lambda c: value_text("time", figures.seconds_per_sample(c)), keep=3),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
@@ -147,6 +151,8 @@ def columns_for(cells: list[dict], extra: Iterable[str] = ()) -> list[Column]:
         hidden |= SCORE_COLUMNS
     if not any(c.get("cost_usd") is not None for c in cells):  # only an API evaluator's cells cost money
         hidden.add("cost")
+    if not any(c.get("compressor_params") is not None for c in cells):  # only learned compressors have parameters
+        hidden |= {"compress", "params"}
     return [c for c in COLUMNS if c.key not in hidden]
 
 

@@ -190,3 +190,8 @@ class Task:
             return _remote_compressed(backend, samples, compressor, rates, plan.protocol, examples_for)
         return [evaluate_prompt(backend, s, compressor, rates, plan.protocol, keep_example=s.sample_id in examples_for)
                 for s in samples]
+
+    def soft_prefixes(self, backend, samples, prefixer, rates, plan) -> list[dict]:
+        from workbench.learned.measure import task
+
+        return task(backend, samples, prefixer, rates, plan.protocol)

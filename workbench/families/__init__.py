@@ -15,6 +15,7 @@ FAMILIES: dict[str, str] = {
     "baseline": "workbench.families.baseline:BaselineFamily",
     "kv": "workbench.families.kv:KVFamily",
     "prompt": "workbench.families.prompt:PromptFamily",
+    "learned": "workbench.families.learned:LearnedFamily",
 }
 _loaded: dict[str, Family] = {}
 
