@@ -21,7 +21,7 @@ from workbench.methods import registry
 from workbench.plan import Plan, default_label
 from screens.widgets import CheckList
 
-FAMILY_TITLES = {"kv": "KV presses (kvpress)", "prompt": "Prompt compressors"}
+FAMILY_TITLES = {"kv": "KV presses (kvpress)", "prompt": "Prompt compressors", "learned": "Soft compressors (workbench train)"}
 
 
 def method_value(family: str, name: str) -> str:

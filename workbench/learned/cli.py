@@ -91,8 +91,7 @@ def main(argv: list[str]) -> int:
     if not args.plan:
         print(f"{PROG}: name a training preset or plan (PRESET|PLAN), or --list", file=sys.stderr)
         return 2
-    from workbench.learned.config import load_train_plan, parse_train_config
-    from workbench.plan import PlanError
+    from workbench.learned.config import PlanError, load_train_plan, parse_train_config
 
     try:
         cfg = load_train_plan(args.plan)

@@ -12,7 +12,16 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from workbench.plan import PlanError
+
+
+class PlanError(ValueError):
+    """Bad input in a training plan: ``str()`` names the source file and the field, as ``workbench.plan.PlanError``
+    does for comparison plans (a class of its own: the plan module's imports reach this package)."""
+
+    def __init__(self, message: str, source: str | None = None, field_path: str | None = None):
+        self.source, self.field_path, self.message = source, field_path, message
+        where = (f"{source}: " if source else "") + (f"field '{field_path}': " if field_path else "")
+        super().__init__(where + message)
 
 ARCHITECTURE_NAMES = ("cross-attention", "conv", "pooling", "gist")  # architectures.ARCHITECTURES, without torch
 LOSS_TERMS = ("teacher_forcing", "generation", "contrastive", "distillation")
@@ -220,9 +229,14 @@ def load_train_plan(name_or_path: str) -> TrainConfig:
 
 
 def train_preset_dir():
-    from workbench.plan import _preset_dir
+    """presets/train/: installed inside the engine package (workbench.presets), or the source tree's."""
+    from importlib import resources
+    from pathlib import Path
 
-    return _preset_dir() / "train"
+    try:
+        return resources.files("workbench.presets") / "train"
+    except ModuleNotFoundError:  # a source tree that was never installed
+        return Path(__file__).resolve().parents[2] / "presets" / "train"
 
 
 def train_preset_names() -> list[str]:

@@ -1,8 +1,9 @@
-"""A trained (or untrained) soft compressor ready on the evaluated model, and how the protocols use it (torch).
+"""A trained (or untrained) soft compressor ready on the evaluated model (torch).
 
 ``SoftPrefixer.prefill(ids)`` turns context token ids (B, C) into soft vectors and prefills them as input
-embeddings into a fresh cache: the continuation (or question) is then fed exactly as after any other compressed
-context, its positions following the k soft vectors.
+embeddings into a fresh cache: the protocols (``evaluate.evaluate_soft_batch``, ``task_eval.evaluate_soft``) then
+feed the continuation (or question) exactly as after any other compressed context, its positions following the k
+soft vectors.
 """
 
 from __future__ import annotations
@@ -63,54 +64,3 @@ class SoftPrefixer:
         """What a record adds: latency (seconds per sample), size, and which weights were measured."""
         return {"compression_seconds": compression_s, "compressed_tokens": k, "compressor_params": self.n_params,
                 "own": {"checkpoint": str(self.folder), "step": self.step, "untrained": self.untrained}}
-
-
-def context_continuation(lm, samples: list, prefixer: SoftPrefixer, rates: list, protocol) -> list[dict]:
-    """Protocol context-continuation: soft vectors of the C context tokens, then the same T continuation tokens as
-    every other method scored after them (positions from k). One rate: the trained one."""
-    from workbench import kv_eval
-    from workbench.evaluate import _record, _split
-
-    _, ctx, cont = _split(lm, samples, protocol.context_tokens)
-    b = len(samples)
-    out: list[dict] = [{} for _ in samples]
-    with prefixer.model() as model:
-        for rate in rates:
-            kv_eval.seed_sample(samples[0].sample_id)
-            cache, k, compression_s, prefill_s = prefixer.prefill(model, ctx)
-            budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
-            nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, k)
-            for record, sample, nll in zip(out, samples, nlls):
-                record[rate] = {**_record(sample, nll, n, budget, prefill_s / b, scoring_s / b, "per-rate", b),
-                                **prefixer.fields(k, compression_s / b)}
-    return out
-
-
-def task(lm, samples: list, prefixer: SoftPrefixer, rates: list, protocol) -> list[dict]:
-    """Protocol task: soft vectors of the context's tokens (k = round(rate × its length)), then the uncompressed
-    question, greedy answer, F1/EM (or the task's metric)."""
-    from workbench import kv_eval
-    from workbench.task_eval import _answer, _ids, _record, max_new_tokens
-
-    out = []
-    with prefixer.model() as model:
-        for sample in samples:
-            ctx_ids = _ids(lm, sample.context)
-            ctx = torch.tensor([ctx_ids], device=model.device)
-            per_rate = {}
-            for rate in rates:
-                cache, k, compression_s, prefill_s = prefixer.prefill(model, ctx)
-                budget = kv_eval.kv_budget(model, cache, len(ctx_ids))
-                result, answer_s = _answer(_WithModel(lm, model), sample, cache, k, max_new_tokens(protocol, sample))
-                record = _record(sample, result, budget, prefill_s, answer_s, "per-rate", len(ctx_ids))
-                record.update(prefixer.fields(k, compression_s))
-                per_rate[rate] = record
-            out.append(per_rate)
-    return out
-
-
-class _WithModel:
-    """The backend seen through another model object (the LoRA-wrapped one) for task_eval's helpers."""
-
-    def __init__(self, lm, model):
-        self.tokenizer, self.model = lm.tokenizer, model

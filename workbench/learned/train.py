@@ -35,8 +35,20 @@ class RunMismatch(ValueError):
 
 
 def _windows(lm, cfg: TrainConfig) -> tuple[list, list]:
-    """(training windows, held-out windows) of context + continuation + 1 tokens, disjoint."""
+    """(training windows, held-out windows) of context + continuation + 1 tokens, disjoint.
+
+    Every dataset is read as language-modelling windows of its text. A Hugging Face dataset (seed 002's SQuAD v1.1,
+    ``hf:squad``) needs the hub: out of reach, the run stops here saying so rather than training on something else."""
     from workbench import datasets
+
+    if cfg.dataset.startswith("hf:"):
+        from workbench.hub import hub_reachable
+
+        if not hub_reachable():
+            raise datasets.DatasetError(
+                f"{cfg.dataset}: the Hugging Face hub is out of reach, so this QA set cannot be downloaded here and the "
+                "run cannot train on it; offline, train on the bundled text (\"dataset\": \"wikitext2\") with the "
+                "language-modelling loss, or save the set as a .jsonl file and name that path")
 
     held = datasets.lm_samples(cfg.dataset, lm.tokenizer, cfg.held_out, cfg.context_tokens, cfg.continuation_tokens,
                                cfg.held_out_seed)
