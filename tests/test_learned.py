@@ -301,6 +301,9 @@ def test_a_plan_with_learned_methods_runs_through_the_runner_and_records_delta_p
         parse_plan({**doc, "methods": [{"name": "learned", "params": {"checkpoint": "in-a-plan"}, "rates": [0.5]}]})
     with pytest.raises(PlanError, match=r"methods\[0\]\.params\.checkpoint.*no trained compressor 'nope'"):
         parse_plan({**doc, "methods": [{"name": "learned", "params": {"checkpoint": "nope"}}]})
+    # The saved session's plan has the rate written out: it opens without the run (its cells fail when rerun).
+    gone = parse_plan({**doc, "methods": [{"name": "learned", "params": {"checkpoint": "nope"}, "rates": [0.125]}]})
+    assert gone.methods[0].rates == [0.125]
 
 
 def test_the_task_protocol_measures_a_learned_method(tiny_llama_dir, tmp_path):

@@ -73,7 +73,9 @@ def summary(record: dict) -> str:
     lines = [f"run {record['name']}: {cfg['architecture']} at rate {cfg['rate']:g} ({cfg['context_tokens']} context tokens → "
              f"{record['k']} soft vectors) on {cfg['dataset']}, model {cfg['model']}",
              f"parameters: compressor {record['params']['compressor']:,}, LoRA {record['params']['lora']:,}; "
-             f"{record['seconds'] / 60:.1f} min on {record['device']} ({record['threads']} threads)",
+             f"{record['seconds'] / 60:.1f} min on {record['device']} ({record['threads']} threads)"
+             + (f", {record['samples_per_s']:.2f} windows/s" if record.get("samples_per_s") else "")
+             + (f", peak GPU memory {record['peak_memory_bytes'] / 2**30:.2f} GiB" if record.get("peak_memory_bytes") else ""),
              f"checkpoint: {record['checkpoint']}", "", " step  val NLL  val PPL", "-----  -------  -------"]
     lines += [f"{v['step']:>5}  {v['val_loss']:7.4f}  {v['val_ppl']:7.2f}" for v in val]
     return "\n".join(lines)

@@ -277,6 +277,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
             evaluate(done)
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             path = save_checkpoint(done)
+    loop_seconds = time.monotonic() - loop_start
+    trained_windows = (cfg.steps - step0) * cfg.batch_size * cfg.grad_accum
     if cfg.steps == 0 or path is None:
         path = save_checkpoint(cfg.steps)
     record = {
@@ -284,7 +286,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
         "params": n_params, "k": architectures.soft_length(cfg.rate, cfg.context_tokens), "checkpoint": str(path),
         "windows": {"train": len(train_windows), "held_out": len(held), "validation": len(val_windows)},
         "curves": curves, "final_val_loss": curves["val"][-1]["val_loss"] if curves["val"] else None,
-        "seconds": time.monotonic() - started, "threads": torch.get_num_threads(), "device": str(device),
+        "seconds": time.monotonic() - started, "training_seconds": loop_seconds,
+        "samples_per_s": trained_windows / loop_seconds if trained_windows and loop_seconds > 0 else None, "threads": torch.get_num_threads(), "device": str(device),
         "resumed_from": step0 if resume else None,
         "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

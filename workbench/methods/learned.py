@@ -39,7 +39,8 @@ def trained_rate(checkpoint: str) -> tuple[float, str]:
 
 
 def rates_for(params: dict, given: list | None) -> list:
-    """The method's rates: the trained rate when none are given; given rates must be exactly it. Raises ValueError."""
+    """The method's rates: the trained rate when none are given; given rates must be exactly it. Raises ValueError.
+    One given rate and no run to check it against is accepted (a session saved before its run was deleted)."""
     if not params.get("checkpoint"):
         raise ValueError("checkpoint: name a trained run (workbench train --list) or a run/checkpoint folder")
     from workbench.learned.store import CheckpointError
@@ -47,6 +48,10 @@ def rates_for(params: dict, given: list | None) -> list:
     try:
         rate, folder = trained_rate(params["checkpoint"])
     except CheckpointError as err:
+        if given is not None and len(given) == 1:
+            # A saved session's plan (its rates written out) still opens when the run is gone: its cells say why
+            # when they are run again.
+            return given
         raise ValueError(f"checkpoint: {err}") from None
     if given is not None and [round(r, 6) for r in given] != [round(rate, 6)]:
         raise ValueError(f"rates: {params['checkpoint']!r} was trained at rate {rate:g} ({folder}); a soft compressor is "
