@@ -322,3 +322,12 @@ def test_the_task_protocol_measures_a_learned_method(tiny_llama_dir, tmp_path):
     assert cell["status"] == "done", cell.get("error")
     assert cell["score"] is not None and cell["metric"] and cell["compressor_params"] > 0
     assert cell["samples"][0]["compressed_tokens"] == round(0.125 * cell["samples"][0]["context_tokens"])
+
+
+def test_a_qa_training_plan_offline_says_the_set_cannot_be_downloaded(tiny_llama_dir, monkeypatch):
+    from workbench.datasets import DatasetError
+    from workbench.learned.train import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DatasetError, match=r"hf:squad: the Hugging Face hub is out of reach.*cannot be downloaded here.*wikitext2"):
+        train(_plan(tiny_llama_dir, "squad-offline", dataset="hf:squad"), restart=True)
