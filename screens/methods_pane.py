@@ -21,7 +21,8 @@ from workbench.methods import registry
 from workbench.plan import Plan, default_label
 from screens.widgets import CheckList
 
-FAMILY_TITLES = {"kv": "KV presses (kvpress)", "prompt": "Prompt compressors", "decoding": "Decoding schedules (decoding protocol)"}
+FAMILY_TITLES = {"kv": "KV presses (kvpress)", "prompt": "Prompt compressors", "decoding": "Decoding schedules (decoding protocol)",
+                 "learned": "Soft compressors (workbench train)"}
 
 
 def method_value(family: str, name: str) -> str:

@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-kvzap": ("workbench.kvzap.cli:main", "train the KVzap scorer for a model (so the kvzap press runs offline)"),
     "train-points": ("workbench.points.cli:main", "train the compression-point classifier for the learned-points schedule"),
     "points-meta": ("workbench.points.meta_cli:main", "what the text around recorded compression points is; accuracy vs compressions"),
+    "train": ("workbench.learned.cli:main", "train a learned soft compressor (cross-attention, conv, pooling, gist)"),
 }
 
 

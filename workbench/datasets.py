@@ -380,6 +380,11 @@ def lm_samples(spec: str, tokenizer, n_samples: int, context_tokens: int, contin
     ]
 
 
+def window_count(spec: str, tokenizer, context_tokens: int, continuation_tokens: int) -> int:
+    """How many windows ``lm_samples`` can draw from the dataset with these lengths (training uses them all)."""
+    return len(_token_stream(spec, tokenizer)) // (context_tokens + continuation_tokens + 1)
+
+
 def context_text(sample: LMSample, tokenizer) -> str:
     """The context part of a window (its first ``context_tokens`` tokens) decoded back to text."""
     # No clean-up of tokenization spaces: it would turn WikiText's ' .' into '.', and a prompt

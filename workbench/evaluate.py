@@ -237,6 +237,25 @@ def compressed_text_fields(compressor, res, compressed_tokens: int, rate: float,
     return fields
 
 
+def evaluate_soft_batch(lm, samples: list, prefixer, rates: list, protocol: ProtocolSpec) -> list[dict]:
+    """A learned soft compressor (``learned.measure.SoftPrefixer``) on samples of one length: the C context tokens
+    become k soft vectors prefilled as input embeddings, then the same T continuation tokens as every other method are
+    scored after them (positions from k). [{rate: record}]; its one rate is the trained one."""
+    _, ctx, cont = _split(lm, samples, protocol.context_tokens)
+    b = len(samples)
+    out: list[dict] = [{} for _ in samples]
+    with prefixer.model() as model:
+        for rate in rates:
+            kv_eval.seed_sample(samples[0].sample_id)
+            cache, k, compression_s, prefill_s = prefixer.prefill(model, ctx)
+            budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
+            nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, k)
+            for record, sample, nll in zip(out, samples, nlls):
+                record[rate] = {**_record(sample, nll, n, budget, prefill_s / b, scoring_s / b, "per-rate", b),
+                                **prefixer.fields(k, compression_s / b)}
+    return out
+
+
 class ContextContinuation:
     """Protocol ``context-continuation``: prefill the (compressed) context, score the continuation through it."""
 
@@ -251,6 +270,9 @@ class ContextContinuation:
 
     def compressed_texts(self, backend, samples, compressor, rates, plan, examples_for: set) -> list[dict]:
         return evaluate_prompt_batch(backend, samples, compressor, rates, plan.protocol, examples_for)
+
+    def soft_prefixes(self, backend, samples, prefixer, rates, plan) -> list[dict]:
+        return evaluate_soft_batch(backend, samples, prefixer, rates, plan.protocol)
 
 
 # ---------------------------------------------------------------------------------------------

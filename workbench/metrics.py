@@ -18,6 +18,8 @@ CELL_METRICS = (
     "kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical",
     "prefill_seconds", "scoring_seconds", "compression_seconds", "seconds", "peak_memory_bytes",
     "score", "score_stderr", "delta_score", "metric",
+    # Learned soft compressors: the compressor's parameter count.
+    "compressor_params",
     # API evaluators: US dollars the cell's answers cost (from the usage the API reported; cost_estimated when
     # some sample's usage was counted locally instead), and the tokens sent and received.
     "cost_usd", "cost_estimated", "input_tokens", "output_tokens",
@@ -59,6 +61,8 @@ def aggregate(samples: list[dict], baseline: dict[str, dict] | None = None) -> d
     compression = [s["compression_seconds"] for s in done if s.get("compression_seconds") is not None]
     out["compression_seconds"] = sum(compression) / len(compression) if compression else None  # per prompt
     out["seconds"] = out["prefill_seconds"] + out["scoring_seconds"] + sum(compression)
+    params = [s["compressor_params"] for s in done if s.get("compressor_params") is not None]
+    out["compressor_params"] = params[0] if params else None
     costs = [s["cost_usd"] for s in done if s.get("cost_usd") is not None]
     if costs:
         out["cost_usd"] = sum(costs)

@@ -395,6 +395,11 @@ def _parse_method(value: Any, source, path) -> MethodSpec:
         rates = [None]
     elif rates is not None:
         rates = _parse_rates(rates, source, f"{path}.rates")
+    try:  # a method that fixes its own rates (a soft compressor: its trained rate)
+        rates = families.get(info.family).method_rates(params, rates)
+    except ValueError as err:
+        where, _, message = str(err).partition(": ")
+        raise PlanError(message, source, f"{path}.params.{where}" if where != "rates" else f"{path}.rates") from None
     label = value.get("label") or default_label(info.name, info.family)
     _expect(isinstance(label, str), f"a label is a string, got {label!r}", source, f"{path}.label")
     _expect(label != BASELINE_LABEL, f"label {label!r} is reserved", source, f"{path}.label")
@@ -590,6 +595,9 @@ def load_preset(name_or_path: str) -> Plan:
         else:
             entry = _preset_dir() / f"{name_or_path}.json"
             if not entry.is_file():
+                if (_preset_dir() / "train" / f"{name_or_path}.json").is_file():  # presets/train/: training plans
+                    raise PlanError(f"{name_or_path!r} is a training preset (a learned compressor's training plan), not a "
+                                    f"comparison: run `workbench train {name_or_path}`")
                 raise PlanError(f"no preset named {name_or_path!r}; shipped presets: {', '.join(preset_names())}")
             source = f"preset {name_or_path}"
             data = jsonio.parse(entry.read_text(encoding="utf-8"), source)

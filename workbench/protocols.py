@@ -9,6 +9,8 @@ families call:
 * ``compressed_texts(backend, samples, compressor, rates, plan, examples_for)`` — a prompt compressor: [{rate: record}]
   (the samples whose ids are in ``examples_for`` keep their original and compressed texts);
 * ``decoded(backend, samples, method, rates, plan, on_curve)`` — a decoding schedule (protocols that decode only).
+* ``soft_prefixes(backend, samples, prefixer, rates, plan)`` — a learned soft compressor (``learned.measure``):
+  [{rate: record}]; a protocol without it refuses soft compressors (``refuses_soft_prompts``).
 
 A record may be a ``families.SampleFailed`` instead: that sample alone failed (an API request), the rest stand.
 
@@ -34,6 +36,8 @@ class ProtocolInfo:
     shares_prefill: bool = True
     # Why prompt compressors cannot be measured under it (None: they can).
     refuses_text_compression: str | None = None
+    # Why learned soft compressors cannot be measured under it (None: they can).
+    refuses_soft_prompts: str | None = None
     # Why a press whose selection is not a per-entry score cannot be measured under it (None: any press).
     needs_scorer_press: str | None = None
     # Why shared prefill is not used (shown as a cell's reason), when shares_prefill is False.
@@ -54,6 +58,7 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
         ProtocolInfo("chunked", "feed the window in chunks, compressing the cache after every chunk (seed 004)",
                      "workbench.evaluate:Chunked", batches=False, shares_prefill=False,
                      refuses_text_compression="prompt compressors need the context-continuation or task protocol",
+                     refuses_soft_prompts="soft compressors need the context-continuation or task protocol",
                      needs_scorer_press="the chunked protocol supports score-based presses and presses that compress while decoding",
                      per_rate_reason="the chunked protocol compresses after every chunk"),
         ProtocolInfo("task", "compress the context, ask the question, generate greedily, score the answer",
@@ -65,6 +70,8 @@ PROTOCOLS: dict[str, ProtocolInfo] = {
                      refuses_text_compression="prompt compressors shorten the prompt before generation; under the decoding "
                                               "protocol the cache is compressed while generating: use a schedule "
                                               "(interval, random-points, step-boundaries) with a press inside",
+                     refuses_soft_prompts="soft compressors replace the prompt before generation; under the decoding protocol "
+                                          "the cache is compressed while generating: use a schedule",
                      refuses_prefill_presses="under the decoding protocol the cache is compressed while generating: put the "
                                              "press inside a schedule, e.g. {\"name\": \"interval\", \"params\": "
                                              "{\"press\": \"knorm\"}}",

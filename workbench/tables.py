@@ -77,7 +77,7 @@ def method_text(cell: dict) -> str:
     baseline 'baseline (uncompressed reference)'."""
     if figures.is_baseline(cell):
         return f"{cell['method']} (uncompressed reference)"
-    family = {"kv": "KV press", "prompt": "prompt compressor", "decoding": "decoding schedule"}.get(cell.get("family") or "", cell.get("family") or "method")
+    family = {"kv": "KV press", "prompt": "prompt compressor", "decoding": "decoding schedule", "learned": "soft compressor"}.get(cell.get("family") or "", cell.get("family") or "method")
     name = cell.get("name")
     return f"{cell['method']} = {name} ({family})" if name and name != cell["method"] else f"{cell['method']} ({family})"
 
@@ -128,6 +128,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("points", "Points", lambda c: c.get("compressions"), lambda c: value_text("points", c.get("compressions")), keep=3),
     Column("tps", "Tok/s", lambda c: c.get("tokens_per_second"), lambda c: value_text("tps", c.get("tokens_per_second")), keep=2),
     Column("speed", "Speed", figures.speed_ratio, lambda c: value_text("speed", figures.speed_ratio(c)), keep=1),
+    Column("compress", "Compress s", lambda c: c.get("compression_seconds"),
+           lambda c: value_text("time", c.get("compression_seconds")), keep=2),
+    Column("params", "Params", lambda c: c.get("compressor_params"),
+           lambda c: f"{c['compressor_params']:,}" if isinstance(c.get("compressor_params"), int) else MISSING, keep=2),
     Column("time", "Time/sample", figures.seconds_per_sample, lambda c: value_text("time", figures.seconds_per_sample(c)), keep=3),
     Column("status", "Status", lambda c: c.get("status", ""), status_text, False),
     Column("family", "Family", lambda c: c.get("family") or "", lambda c: c.get("family") or "", False),
@@ -159,6 +163,8 @@ def columns_for(cells: list[dict], extra: Iterable[str] = ()) -> list[Column]:
         hidden |= DECODING_COLUMNS
     if not any(c.get("cost_usd") is not None for c in cells):  # only an API evaluator's cells cost money
         hidden.add("cost")
+    if not any(c.get("compressor_params") is not None for c in cells):  # only learned compressors have parameters
+        hidden |= {"compress", "params"}
     return [c for c in COLUMNS if c.key not in hidden]
 
 

@@ -96,6 +96,30 @@ def evaluate_prompt(lm, sample, compressor, rates: list, protocol: ProtocolSpec,
     return out
 
 
+def evaluate_soft(lm, sample, prefixer, rates: list, protocol: ProtocolSpec) -> dict:
+    """A learned soft compressor (``learned.measure.SoftPrefixer``): the context's tokens become k = round(rate × its
+    length) soft vectors prefilled as input embeddings; then the uncompressed question and the greedy answer, scored."""
+    ctx_ids = _ids(lm, sample.context)
+    out = {}
+    with prefixer.model() as model:
+        ctx = torch.tensor([ctx_ids], device=model.device)
+        for rate in rates:
+            cache, k, compression_s, prefill_s = prefixer.prefill(model, ctx)
+            budget = kv_eval.kv_budget(model, cache, len(ctx_ids))
+            result, answer_s = _answer(_Through(lm, model), sample, cache, k, max_new_tokens(protocol, sample))
+            record = _record(sample, result, budget, prefill_s, answer_s, "per-rate", len(ctx_ids))
+            record.update(prefixer.fields(k, compression_s))
+            out[rate] = record
+    return out
+
+
+class _Through:
+    """The backend seen through another model object (the LoRA-wrapped one) for ``_answer``."""
+
+    def __init__(self, lm, model):
+        self.tokenizer, self.model = lm.tokenizer, model
+
+
 # ---------------------------------------------------------------------------------------------
 # A remote evaluator (workbench.api): the same prompts as text, answered concurrently by the API.
 
@@ -190,3 +214,6 @@ class Task:
             return _remote_compressed(backend, samples, compressor, rates, plan.protocol, examples_for)
         return [evaluate_prompt(backend, s, compressor, rates, plan.protocol, keep_example=s.sample_id in examples_for)
                 for s in samples]
+
+    def soft_prefixes(self, backend, samples, prefixer, rates, plan) -> list[dict]:
+        return [evaluate_soft(backend, s, prefixer, rates, plan.protocol) for s in samples]

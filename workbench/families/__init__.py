@@ -16,6 +16,7 @@ FAMILIES: dict[str, str] = {
     "kv": "workbench.families.kv:KVFamily",
     "prompt": "workbench.families.prompt:PromptFamily",
     "decoding": "workbench.families.decoding:DecodingFamily",
+    "learned": "workbench.families.learned:LearnedFamily",
 }
 _loaded: dict[str, Family] = {}
 

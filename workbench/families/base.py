@@ -58,6 +58,11 @@ class Family:
     def check_params(self, info, params: dict[str, Any], where: str) -> None:
         """Static checks beyond the parameter rules (composition of nested methods). Raises ValueError."""
 
+    def method_rates(self, params: dict[str, Any], rates: list | None) -> list | None:
+        """The method's rates given its resolved params and the rates the plan listed for it (None: the plan's).
+        Raises ValueError ('field: message') when they cannot be."""
+        return rates
+
     def attention(self, method) -> str | None:
         """Attention implementation the method needs ('eager' | 'sdpa' | 'conflict' | None: any)."""
         return None

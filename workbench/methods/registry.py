@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from workbench.methods import presses, prompt, schedules
+from workbench.methods import learned, presses, prompt, schedules
 from workbench.methods.info import NO_RULE, MethodInfo, ParamError
 
-FAMILIES = ("kv", "prompt", "decoding")
+FAMILIES = ("kv", "prompt", "decoding", "learned")
 _MAX_NESTING = 8  # presses inside presses: deeper is a mistake (or a hostile file), not a method
 
 
@@ -75,7 +75,7 @@ def _normalise(name: str) -> str:
 
 
 def _tables() -> dict[str, dict[str, MethodInfo]]:
-    return {"kv": presses.PRESSES, "prompt": prompt.COMPRESSORS, "decoding": schedules.SCHEDULES}
+    return {"kv": presses.PRESSES, "prompt": prompt.COMPRESSORS, "decoding": schedules.SCHEDULES, "learned": learned.LEARNED}
 
 
 def all_methods(family: str | None = None) -> list[MethodInfo]:
