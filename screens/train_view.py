@@ -113,6 +113,7 @@ class TrainScreen(Screen):
 
     def on_mount(self) -> None:
         self.choice: tuple[dict, str] | None = None  # (plan data, source) of the chosen plan, when it reads
+        self.chosen: tuple[str, str] | None = None  # (path, name shown) of the chosen plan
         self._drawn = -1
         self._logged = 0
         self._log_state = None
@@ -123,6 +124,7 @@ class TrainScreen(Screen):
         self.set_interval(1.0, self.update_labels)
         self.update_labels()
         self.redraw()
+        self.query_one("#plan", Select).focus()  # the first thing to do here: keyboard users start on it
 
     # -- choosing a plan -------------------------------------------------------------------------------
 
@@ -149,7 +151,7 @@ class TrainScreen(Screen):
         from workbench.learned.grid import is_grid
 
         info = self.query_one("#plan-info", Static)
-        self.choice = None
+        self.choice, self.chosen = None, (path, source) if path else None
         if path is None:
             info.update("Choose a training plan: a shipped one or a file.")
             info.set_class(False, "-invalid")
@@ -207,7 +209,7 @@ class TrainScreen(Screen):
         elapsed = None if s.started_at is None else (s.ended_at or now) - s.started_at
         icon = ICONS.get(s.status, "·")
         if s.status == "idle":
-            status = "No training yet: choose a plan, ctrl+t trains it (the app stays usable meanwhile)."
+            status = "No training yet: choose a plan; ctrl+t trains it while the app stays usable."
         else:
             resumed = f" · resumed from step {s.resumed_from}" if s.resumed_from else ""
             timing = f" · {clock(elapsed)}" if elapsed is not None else ""
@@ -224,20 +226,23 @@ class TrainScreen(Screen):
         self._set("#details", self._details(s))
         self._write_log(s)
         if s.active != self._active:
+            if self._active and self.chosen:  # a training ended: its checkpoint is what the next start resumes
+                self._choose(*self.chosen)
             self._active = s.active
             self.refresh_bindings()
 
     @staticmethod
     def _details(s) -> str:
+        """Most telling first, as an 80-column line cuts the end: the checkpoint, validation, rates, sizes."""
         parts = []
-        if s.lr:
-            parts.append("lr " + " · ".join(f"{k} {v:.1e}" for k, v in s.lr.items() if isinstance(v, (int, float))))
-        if s.params:
-            parts.append("params " + " · ".join(f"{k} {v / 1e6:.2f}M" for k, v in s.params.items() if isinstance(v, (int, float))))
         if s.checkpoint:
             parts.append(f"checkpoint step {s.checkpoint[0]}")
         if s.evals and isinstance(s.evals[-1][2], (int, float)):
             parts.append(f"val PPL {s.evals[-1][2]:.2f}")
+        if s.lr:
+            parts.append("lr " + " · ".join(f"{k} {v:.1e}" for k, v in s.lr.items() if isinstance(v, (int, float))))
+        if s.params:
+            parts.append("params " + " · ".join(f"{k} {v / 1e6:.2f}M" for k, v in s.params.items() if isinstance(v, (int, float))))
         return " · ".join(parts)
 
     def _set(self, selector: str, text: str) -> None:

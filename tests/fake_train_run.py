@@ -3,7 +3,7 @@
 It reads the run's plan, appends what it saw (its start and end times, pid, CUDA_VISIBLE_DEVICES, OMP_NUM_THREADS)
 to $FAKE_TRAIN_LOG/<run>.json, prints progress lines, and writes the run record where the learned store keeps it
 ($WORKBENCH_DATA/learned/<run>/record.json). $FAKE_TRAIN_FAIL (run names, comma-separated) fail with exit code 3;
-with $FAKE_TRAIN_HOLD set it trains until SIGINT, then says where it stopped and exits 130 (as a cancelled run).
+$FAKE_TRAIN_STEP_SECONDS is a step's length (default 0.1 s); with $FAKE_TRAIN_HOLD set it trains until SIGINT, then says where it stopped and exits 130 (as a cancelled run).
 """
 
 import json
@@ -36,7 +36,7 @@ for step in range(1, 1000 if os.environ.get("FAKE_TRAIN_HOLD") else 4):
     loss = 3.0 / step + config["rate"]
     steps.append({"step": step, "loss": loss})
     print(f"step {step}/3 loss {loss:.3f}", flush=True)
-    time.sleep(0.1)
+    time.sleep(float(os.environ.get("FAKE_TRAIN_STEP_SECONDS", "0.1")))
 if name in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
     print("RuntimeError: CUDA out of memory (fake)", flush=True)
     log(end=time.time())

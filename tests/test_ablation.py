@@ -211,3 +211,10 @@ def test_through_ray_one_actor_per_slot_runs_the_same_subprocesses(fake_env, tmp
                                                       ("g-pooling-r0.25", "done")]
     assert {o["slot"] for o in out} <= {"ray:0", "ray:1"} and out[0]["val_ppl"] == 4.48
     assert set(logged(fake_env)) == {"g-conv-r0.25", "g-gist-r0.25", "g-pooling-r0.25"}
+
+
+def test_the_grid_and_the_scheduler_import_no_torch_no_ray_no_textual():
+    code = ("import sys; import workbench.learned.grid, workbench.learned.ablation, workbench.learned.ablation_cli, "
+            "workbench.learned.ablation_ray; print(sorted(m for m in ('torch', 'ray', 'textual', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr

@@ -180,6 +180,7 @@ def test_escape_cancels_at_the_next_step_keeping_the_checkpoint_and_the_app_stay
             assert s.log[-1] == ("warning", "cancelled at step 7; its checkpoint at step 5 is kept and the next start "
                                             "resumes from it")
             assert text(app.screen, "#status").startswith("■ cancelled gist-small")
+            assert "checkpoint at step 5: training resumes from it" in text(app.screen, "#plan-info")
             await pilot.press("escape")  # nothing to cancel now: the binding is off
             assert s.status == "cancelled"
 
