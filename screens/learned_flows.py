@@ -203,7 +203,10 @@ class LearnedTrainFlows:
         if message.run_id != self._learned_run_id:
             return
         for event in message.events:
-            self.learned.apply(event)
+            try:
+                self.learned.apply(event)
+            except (KeyError, TypeError, ValueError) as err:  # a malformed event is told, never the app's end
+                self.learned.log.append(("error", f"an event of the training could not be read ({err!r}): {event!r}"[:300]))
         self.learned_version += 1
 
     def learned_outcome(self, worker, state) -> None:

@@ -218,3 +218,14 @@ def test_the_grid_and_the_scheduler_import_no_torch_no_ray_no_textual():
             "workbench.learned.ablation_ray; print(sorted(m for m in ('torch', 'ray', 'textual', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_more_gpus_asked_for_than_there_are_is_one_line_and_exit_2(monkeypatch, capsys):
+    monkeypatch.setattr(ablation, "gpu_slots", lambda: ["cuda:0"])
+    assert ablation_cli.main(["ablation-squad", "--gpus", "2", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == ("workbench train: --gpus 2 asked for, but this machine has 1 GPU "
+                                               "(--ray for a cluster's)")
+    assert ablation_cli.main(["ablation-squad", "--gpus", "1", "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "ablation-squad-cross-attention-m32: cross-attention at rate 0.0625, starts on cuda:0"
+    assert len(out) == 12 and out[1].endswith("queued")

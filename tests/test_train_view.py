@@ -57,6 +57,7 @@ def fake_training(calls: list, hold_at: int | None = None, gate: threading.Event
                 on_event({"kind": "checkpoint", "step": step, "path": str(folder / f"checkpoint-{step}")})
             if step == fail_at:
                 on_event({"kind": "error", "message": "batch 3 skipped: its answer is empty"})
+                on_event({"kind": "eval", "val_loss": 1.0})  # malformed (no step): told in the log, the app goes on
                 raise RuntimeError(f"the loss is NaN at step {step}")
             if step == hold_at:
                 gate.wait(10)
@@ -202,6 +203,7 @@ def test_a_failing_training_shows_its_reason_and_reported_errors(tmp_path):
             assert any(n.severity == "error" and "the loss is NaN at step 7" in n.message for n in app._notifications)
             log_text = "\n".join(str(line.text) for line in screen.query_one("#log").lines)
             assert "batch 3 skipped" in log_text and "failed at step 7: the loss is NaN" in log_text
+            assert "an event of the training could not be read (KeyError('step'))" in log_text
 
     asyncio.run(go())
 

@@ -111,10 +111,10 @@ class RunProcess:
         except (OSError, ValueError):
             record = None
         last = next((line for line in reversed(self.tail) if line.strip()), "")
-        if self.stopping:
-            status, error = "cancelled", None
-        elif rc == 0 and record is not None:
+        if rc == 0 and record is not None:  # (a run that finished as it was being stopped is done all the same)
             status, error = "done", None
+        elif self.stopping:
+            status, error = "cancelled", None
         elif rc == 0:
             status, error = "failed", f"exited 0 but wrote no run record at {path}"
         else:

@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None, command=None) -> int:
         slots, where = launcher.slots, launcher.where
     else:
         slots = ablation.local_slots(args.gpus, args.cpu_workers)
+        if args.gpus and len(slots) < args.gpus or (args.gpus and not slots[0].startswith("cuda:")):
+            found = sum(s.startswith("cuda:") for s in slots)
+            print(f"workbench train: --gpus {args.gpus} asked for, but this machine has {found} GPU{'s' * (found != 1)} "
+                  "(--ray for a cluster's)", file=sys.stderr)
+            return EXIT_BAD_INPUT
         cpu = not slots[0].startswith("cuda:")
         threads = max(1, (os.cpu_count() or 1) // len(slots)) if cpu and len(slots) > 1 else None
         launcher = ablation.LocalLauncher(workdir, command, threads)
