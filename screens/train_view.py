@@ -36,16 +36,20 @@ def thin(points: list) -> list:
     return points[::step] + ([points[-1]] if points and (len(points) - 1) % step else [])
 
 
-def plan_summary(data) -> str:
-    """One line: what a training plan trains (the fields it has; the trainer checks them all when it starts)."""
+def plan_summary(data, checkpoint: int | None = None) -> str:
+    """One line: what a training plan trains, a checkpoint first where there is one (80 columns cut the end);
+    the fields it has, as the trainer checks them all when it starts."""
     if not isinstance(data, dict):
         return "not a training plan (a JSON object)"
     parts = [str(data.get("name", "(no name)"))]
-    if data.get("architecture"):
-        parts.append(f"{data['architecture']}" + (f" at rate {data['rate']:g}" if isinstance(data.get("rate"), (int, float)) else ""))
+    if checkpoint is not None:
+        parts.append(f"checkpoint at step {checkpoint}: ctrl+t resumes or starts over")
+    what = str(data.get("architecture", ""))
+    if isinstance(data.get("rate"), (int, float)):
+        what += f" at rate {data['rate']:g}"
     if data.get("model"):
-        parts.append(f"on {data['model']}")
-    return " ".join(parts)
+        what += f" on {data['model']}"
+    return " · ".join(parts + ([what.strip()] if what.strip() else []))
 
 
 class CurvePlot(PlotextPlot):
@@ -62,6 +66,10 @@ class CurvePlot(PlotextPlot):
                 self.drawn[key] = points
                 marker, colour = STYLES[key]
                 plt.plot([x for x, _ in points], [y for _, y in points], marker=marker, color=colour)
+        xs = [x for points in self.drawn.values() for x, _ in points]
+        if xs:  # steps are whole numbers: plotext's own ticks would read 5.8, 10.5
+            lo, hi = min(xs), max(xs)
+            plt.xticks(sorted({int(round(lo + i * (hi - lo) / 4)) for i in range(5)}))
         plt.xlabel("step")
         self.refresh()
 
@@ -168,8 +176,7 @@ class TrainScreen(Screen):
             return
         self.choice = (data, path)
         step = learned_flows.latest_checkpoint(str(data.get("name", ""))) if isinstance(data, dict) and data.get("name") else None
-        resume = f" · checkpoint at step {step}: training resumes from it" if step is not None else ""
-        info.update(f"{plan_summary(data)}{resume}")
+        info.update(plan_summary(data, step))
         info.set_class(not isinstance(data, dict), "-invalid")
 
     # -- start and cancel ------------------------------------------------------------------------------

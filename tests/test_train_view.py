@@ -100,7 +100,7 @@ def test_the_palette_opens_the_view_and_a_training_draws_curves_progress_and_out
             screen = app.screen
             assert "No training yet" in text(screen, "#status")
             await choose_shipped_plan(pilot)
-            assert "gist-small gist at rate 0.125 on smollm2-135m" in text(screen, "#plan-info")
+            assert text(screen, "#plan-info") == "gist-small · gist at rate 0.125 on smollm2-135m"
             await pilot.press("ctrl+t")
             await wait_for(pilot, lambda: app.learned.status == "done", what="the training to finish")
             await pilot.pause(0.4)  # a plot redraw
@@ -137,7 +137,7 @@ def test_a_checkpoint_is_said_before_the_start_and_the_training_resumes_from_it_
             await pilot.press("f8")
             screen = app.screen
             await choose_shipped_plan(pilot)
-            assert "checkpoint at step 10: training resumes from it" in text(screen, "#plan-info")
+            assert "gist-small · checkpoint at step 10: ctrl+t resumes or starts over · gist" in text(screen, "#plan-info")
             await pilot.press("ctrl+t")
             await wait_for(pilot, lambda: type(app.screen).__name__ == "ChoiceModal", what="resume or start over")
             await pilot.press("r")
@@ -181,7 +181,7 @@ def test_escape_cancels_at_the_next_step_keeping_the_checkpoint_and_the_app_stay
             assert s.log[-1] == ("warning", "cancelled at step 7; its checkpoint at step 5 is kept and the next start "
                                             "resumes from it")
             assert text(app.screen, "#status").startswith("■ cancelled gist-small")
-            assert "checkpoint at step 5: training resumes from it" in text(app.screen, "#plan-info")
+            assert "checkpoint at step 5: ctrl+t resumes or starts over" in text(app.screen, "#plan-info")
             await pilot.press("escape")  # nothing to cancel now: the binding is off
             assert s.status == "cancelled"
 
