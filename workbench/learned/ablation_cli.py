@@ -2,6 +2,9 @@
 
 Each run's progress lines go to stderr as ``[run] line``; the summary table (or JSON with --json) to stdout.
 Exit codes: 0 every run done, 1 some run failed or was cancelled, 2 bad input (the grid, a flag).
+
+``workbench train`` hands its arguments here when the first is ``--ablation`` (``main(argv[1:])``); run alone it is
+``python -m workbench.learned.ablation_cli GRID``.
 """
 
 from __future__ import annotations
