@@ -26,6 +26,7 @@ from screens.run_flows import RunEvent, RunFlows  # noqa: F401  (RunEvent: the m
 from screens.run_state import RunState
 from screens.session_flows import SessionFlows
 from screens.train_flows import TrainFlows
+from screens.learned_flows import LearnedTrainFlows
 from screens import views
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def _mode(module: str, cls: str):
     return make
 
 
-class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
+class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, LearnedTrainFlows, App):
     TITLE = "compression workbench"
     MODES = {v.mode: _mode(v.module, v.cls) for v in views.MODES}
     DEFAULT_MODE = "setup"
@@ -70,14 +71,18 @@ class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
     results_version: var[int] = var(0)  # a cell finished / a session was opened
     plan_version: var[int] = var(0)  # the plan was replaced from outside the setup screen
     device_version: var[int] = var(0)  # the device probe answered
+    learned_version: var[int] = var(0, always_update=True)  # a learned compressor's training moved (the Train view)
 
     def __init__(self, session: "Session | str | None" = None, *, run_fn: RunFn | None = None,
                  sessions_dir: str | os.PathLike = "sessions", preset: str = "quickstart",
                  device_probe: Callable[[], dict] | None = None, memory_probe: Callable[[], str] | None = None,
                  model_check: Callable[[str], object] | None = None, clock: Callable[[], float] | None = None,
-                 stamp: Callable[[], str] | None = None, progress_interval: float = 0.1, theme: str | None = None):
+                 stamp: Callable[[], str] | None = None, progress_interval: float = 0.1, theme: str | None = None,
+                 learned_train_fn: Callable[..., dict] | None = None, train_plans_dir: str | os.PathLike | None = None):
         super().__init__()
         self.run_fn = run_fn
+        self.learned_train_fn = learned_train_fn  # None: workbench.learned.train, imported in the worker
+        self.train_plans_dir = Path(train_plans_dir) if train_plans_dir else None  # None: the shipped presets/train/
         self.sessions_dir = Path(sessions_dir)
         self.device_probe = device_probe  # None: screens.data.probe_device, imported in the probe's thread
         self.memory_probe = memory_probe or _memory_now
@@ -177,6 +182,8 @@ class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
             self.run_outcome(worker, event.state)
         if worker.group == "train" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.train_outcome(worker, event.state)
+        if worker.group == "learned" and event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.learned_outcome(worker, event.state)
 
     # -- navigation, help, quitting --------------------------------------------------------------
 
@@ -190,6 +197,8 @@ class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
             self.push_screen(HelpScreen())
 
     async def action_quit(self) -> None:
+        if self._learned_cancel is not None:  # a learned training stops at its next step and keeps its checkpoint
+            self._learned_cancel.set()
         if not self.run_state.active:
             self.exit(0)
             return
@@ -215,6 +224,11 @@ class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, App):
                             self.action_train_kvzap)
         if self.training_active():
             yield SystemCommand("train: cancel", "stop the KVzap training (scored texts are kept)", self.action_cancel_training)
+        yield SystemCommand("train: learned compressor", "train a learned soft compressor from a training plan, with live "
+                            "curves (the Train view, F8)", self.action_train_learned)
+        if self.learned.active:
+            yield SystemCommand("train: cancel learned", "stop the learned compressor's training at its next step, keeping "
+                                "its checkpoint", self.action_cancel_learned)
         for view in views.MODES:
             yield SystemCommand(view.command, f"{view.summary} ({view.key})", lambda m=view.mode: self.switch_mode(m))
         help_view = views.VIEW_BY_MODE["help"]

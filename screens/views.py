@@ -51,6 +51,11 @@ VIEWS: tuple[View, ...] = (
          "below which quality falls off, with its interval (or why no breakpoint is supported), the area under the "
          "quality-vs-rate curve relative to the baseline, the rank from paired tests on the same samples; whether "
          "the thresholds and the curves differ, the method × task-type interaction, and the verdict.", in_bar=False),
+    View("train", "Train", "F8", "train_view", "TrainScreen", "train a learned compressor: live loss and validation curves",
+         "A learned compressor trained as a job: choose a training plan (a shipped one or a file) and ctrl+t trains it in "
+         "a worker; the loss curves (the total and its teacher-forcing, generation and contrastive terms), the validation "
+         "curve, steps with samples/s and ETA, the learning rates, the last checkpoint. A plan with a checkpoint resumes "
+         "from it (or starts over, if you say so); Escape stops at the next step and keeps the checkpoint.", in_bar=False),
     View("help", "Help", "F1", "help", "HelpScreen", "key bindings and what each view does (F1 or ?)", ""),
 )
 MODES = tuple(v for v in VIEWS if v.mode != "help")

@@ -174,3 +174,22 @@ def test_results_200x60(snap_compare, here):
         await pilot.pause(0.2)
 
     assert snap_compare(app_for(FakeRunner(**FAILING)), terminal_size=(200, 60), run_before=before)
+
+
+def test_train_finished_80x24(snap_compare, here, monkeypatch):
+    from test_train_view import fake_training, plan_dir
+
+    monkeypatch.setenv("WORKBENCH_DATA", "data")  # relative: the checkpoint paths on screen do not depend on the machine
+
+    async def before(pilot):
+        await settle(pilot)
+        await pilot.press("f8")
+        screen = pilot.app.screen
+        screen.query_one("#plan").value = str(screen.plans[0])
+        await pilot.press("ctrl+t")
+        await wait_for(pilot, lambda: pilot.app.learned.status == "done", what="the training")
+        await pilot.pause(0.4)  # a plot redraw
+        await settle(pilot)
+
+    assert snap_compare(app_for(learned_train_fn=fake_training([]), train_plans_dir=plan_dir(here)),
+                        terminal_size=(80, 24), run_before=before)
