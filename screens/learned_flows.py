@@ -20,43 +20,30 @@ from textual import work
 from textual.message import Message
 from textual.worker import WorkerState
 
-NOT_INSTALLED = "learned training is not installed in this build"
 TERMS = ("teacher_forcing", "generation", "contrastive")
-
-
-class LearnedMissing(RuntimeError):
-    """The build has no learned family (``workbench.learned.train``)."""
 
 
 def real_learned_train(data: dict, source: str, on_event, cancel: threading.Event, restart: bool) -> dict:
     """The training plan ``data`` (read from ``source``) trained by the engine; returns the run record."""
-    try:
-        from workbench.learned.config import parse_train_config
-        from workbench.learned.train import train
-    except ModuleNotFoundError as err:
-        if (err.name or "").startswith("workbench.learned"):
-            raise LearnedMissing(NOT_INSTALLED) from None
-        raise  # torch or another dependency: its own message says which
+    from workbench.learned.config import parse_train_config
+    from workbench.learned.train import train
+
     return train(parse_train_config(data, source), on_event=on_event, cancel=cancel, restart=restart)
 
 
 def latest_checkpoint(run_name: str) -> int | None:
-    """The step of the newest checkpoint of a run in the user data directory (``learned/<run>/checkpoint-<step>/``,
-    the learned store's layout), or None: the Train view says before the start that the training resumes."""
-    from workbench.models.spec import data_root
+    """The step of the newest checkpoint of a run in the user data directory, or None: the Train view says before
+    the start that the training resumes."""
+    from workbench.learned import store
 
-    steps = []
-    for folder in (data_root() / "learned" / run_name).glob("checkpoint-*"):
-        tail = folder.name.rsplit("-", 1)[-1]
-        if folder.is_dir() and tail.isdigit():
-            steps.append(int(tail))
-    return max(steps, default=None)
+    found = store.checkpoints(store.run_dir(run_name))
+    return found[-1][0] if found else None
 
 
 def is_cancelled(error: BaseException) -> bool:
-    """The engine's ``Cancelled``, recognised by name: its class lives in the training module, which imports torch,
-    and the view must not import it to tell a cancel from a failure."""
-    return type(error).__name__ == "Cancelled"
+    from workbench.learned.store import Cancelled
+
+    return isinstance(error, Cancelled)
 
 
 @dataclass
@@ -222,11 +209,6 @@ class LearnedTrainFlows:
                 f", validation PPL {_num(s.evals[-1][2], '.2f')}" if s.evals else "") + (f", saved in {folder}" if folder else "")
             s.log.append(("info", text))
             self.notify(text, title="train: learned compressor done", timeout=10)
-        elif state == WorkerState.ERROR and isinstance(worker.error, LearnedMissing):
-            s.status, s.error = "failed", str(worker.error)
-            s.log.append(("error", s.error))
-            self.notify(f"{s.error}: the learned family comes with the learned compressors", title="train: learned compressor",
-                        severity="error", timeout=10)
         elif state == WorkerState.CANCELLED or (cancel is not None and cancel.is_set() and is_cancelled(worker.error)):
             s.status = "cancelled"
             s.log.append(("warning", f"cancelled at step {s.step}{kept}"))

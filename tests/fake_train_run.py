@@ -41,7 +41,7 @@ if name in os.environ.get("FAKE_TRAIN_FAIL", "").split(","):
     print("RuntimeError: CUDA out of memory (fake)", flush=True)
     log(end=time.time())
     sys.exit(3)
-record = {"name": name, "config": config, "curves": {"step": steps, "eval": [{"step": 3, "val_loss": 1.5, "val_ppl": 4.48}]}}
+record = {"name": name, "config": config, "curves": {"train": steps, "val": [{"step": 3, "val_loss": 1.5, "val_ppl": 4.48}]}}
 folder = Path(os.environ["WORKBENCH_DATA"], "learned", name)
 folder.mkdir(parents=True, exist_ok=True)
 (folder / "record.json").write_text(json.dumps(record))

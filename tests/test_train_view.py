@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 
 import pytest
-
 from test_app_fakes import make_app, setup_ready, wait_for
+
+from workbench.learned.store import STATE, Cancelled
 
 TOTAL = 20
 
@@ -22,8 +22,10 @@ def own_data_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_DATA", str(tmp_path / "data"))
 
 
-class Cancelled(Exception):
-    """As the engine's: raised at the step boundary after a cancel."""
+def make_checkpoint(folder):
+    """A checkpoint folder as the learned store recognises one (its state file present)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / STATE).write_text("{}")
 
 
 def plan_dir(tmp_path):
@@ -53,7 +55,7 @@ def fake_training(calls: list, hold_at: int | None = None, gate: threading.Event
                       "lr": {"compressor": 1e-4, "lora": 5e-5}, "samples_per_s": 12.5, "eta_s": (TOTAL - step) * 0.5})
             if step % 5 == 0:
                 on_event({"kind": "eval", "step": step, "val_loss": 3.0 / step, "val_ppl": 2.718 ** (3.0 / step)})
-                (folder / f"checkpoint-{step}").mkdir(parents=True, exist_ok=True)
+                make_checkpoint(folder / f"checkpoint-{step}")
                 on_event({"kind": "checkpoint", "step": step, "path": str(folder / f"checkpoint-{step}")})
             if step == fail_at:
                 on_event({"kind": "error", "message": "batch 3 skipped: its answer is empty"})
@@ -130,7 +132,7 @@ def test_a_checkpoint_is_said_before_the_start_and_the_training_resumes_from_it_
     async def go():
         from workbench.models.spec import data_root
 
-        (data_root() / "learned" / "gist-small" / "checkpoint-10").mkdir(parents=True)
+        make_checkpoint(data_root() / "learned" / "gist-small" / "checkpoint-10")
         app = train_app(tmp_path, fake_training(calls))
         async with app.run_test(size=(100, 30)) as pilot:
             await setup_ready(pilot)
@@ -204,24 +206,6 @@ def test_a_failing_training_shows_its_reason_and_reported_errors(tmp_path):
             log_text = "\n".join(str(line.text) for line in screen.query_one("#log").lines)
             assert "batch 3 skipped" in log_text and "failed at step 7: the loss is NaN" in log_text
             assert "an event of the training could not be read (KeyError('step'))" in log_text
-
-    asyncio.run(go())
-
-
-def test_without_the_learned_family_the_start_says_it_is_not_installed(tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "workbench.learned.train", None)  # as in a build without it
-
-    async def go():
-        app = train_app(tmp_path, None)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await setup_ready(pilot)
-            await pilot.press("f8")
-            await choose_shipped_plan(pilot)
-            await pilot.press("ctrl+t")
-            await wait_for(pilot, lambda: app.learned.status == "failed", what="the refusal")
-            assert app.learned.error == "learned training is not installed in this build"
-            assert any("learned training is not installed in this build" in n.message and n.severity == "error"
-                       for n in app._notifications)
 
     asyncio.run(go())
 

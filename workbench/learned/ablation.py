@@ -236,8 +236,8 @@ def final_figures(record: dict | None) -> dict:
     if not record:
         return {}
     curves = record.get("curves") or {}
-    steps = [e for e in curves.get("step", []) if isinstance(e, dict)] if isinstance(curves, dict) else []
-    evals = [e for e in curves.get("eval", []) if isinstance(e, dict)] if isinstance(curves, dict) else []
+    steps = [e for e in curves.get("train", []) if isinstance(e, dict)] if isinstance(curves, dict) else []
+    evals = [e for e in curves.get("val", []) if isinstance(e, dict)] if isinstance(curves, dict) else []
     out = {}
     if steps and isinstance(steps[-1].get("loss"), (int, float)):
         out["loss"] = steps[-1]["loss"]

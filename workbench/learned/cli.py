@@ -32,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="override the run's name (a run folder per name)")
     p.add_argument("--list", action="store_true", help="list the trained runs and exit")
     p.add_argument("--json", action="store_true", help="print the run record as JSON")
+    p.epilog = "workbench train --ablation GRID [--gpus N] [--ray [ADDRESS]] trains every run of an ablation grid (see --ablation -h)"
     return p
 
 
@@ -82,6 +83,10 @@ def summary(record: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--ablation"]:  # a grid of runs, one per GPU at a time (ablation_cli)
+        from workbench.learned import ablation_cli
+
+        return ablation_cli.main(argv[1:])
     args = parser().parse_args(argv)
     from workbench.learned import store
 

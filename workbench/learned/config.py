@@ -242,6 +242,18 @@ def train_preset_dir():
 def train_preset_names() -> list[str]:
     folder = train_preset_dir()
     try:
-        return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+        plans = sorted(p for p in folder.iterdir() if p.name.endswith(".json"))
     except (OSError, FileNotFoundError):
         return []
+    return [p.name[:-5] for p in plans if not _is_grid_file(p)]
+
+
+def _is_grid_file(path) -> bool:
+    """An ablation grid (base × architectures × rates: ``learned.grid``) kept beside the plans, not one plan."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # a broken plan is still listed: choosing it says what is wrong
+    return isinstance(data, dict) and "architectures" in data and "base" in data

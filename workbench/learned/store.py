@@ -39,6 +39,11 @@ def run_dir(name: str) -> Path:
     return store_root() / name
 
 
+class Cancelled(RuntimeError):
+    """The run was cancelled; its last checkpoint stays for a resume. (Here, not in the training module, so the app
+    can tell a cancel from a failure without importing torch.)"""
+
+
 def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """A run's whole checkpoints, (step, folder), oldest first."""
     found = []

@@ -23,11 +23,7 @@ import torch
 
 from workbench.learned import architectures, checkpoint, losses, soft, store
 from workbench.learned.config import TrainConfig, config_from_record
-from workbench.learned.store import CheckpointError
-
-
-class Cancelled(RuntimeError):
-    """The run was cancelled; its last checkpoint stays for a resume."""
+from workbench.learned.store import Cancelled, CheckpointError
 
 
 class RunMismatch(ValueError):
