@@ -52,6 +52,7 @@ class SetupScreen(Screen):
     SetupScreen .ds-row > .note { width: 18; }
     SetupScreen RadioSet { layout: horizontal; border: none; height: 1; width: auto; padding: 0; background: transparent; }
     SetupScreen RadioSet RadioButton { width: auto; margin-right: 2; }
+    SetupScreen #protocol RadioButton { margin-right: 0; }  /* four protocols fit 80 columns */
     SetupScreen #summary { height: auto; max-height: 3; padding: 0 1; background: $boost; }
     SetupScreen #summary.-invalid { background: $error 25%; color: $text; }
     SetupScreen .note { color: $text-muted; height: auto; margin-bottom: 1; }
