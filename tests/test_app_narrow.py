@@ -90,7 +90,7 @@ def test_setup_protocol_labels_are_not_cut(tmp_path):
             app.screen.query_one("#tabs").active = "tab-rates"
             await pilot.pause(0.2)
             protocol = next(line for line in screen_text(app) if "Protocol" in line)
-            assert "context→continuation" in protocol and "…" not in protocol
+            assert "context→continuation" in protocol and "…" not in protocol and "decoding" in protocol
 
     drive(go())
 
