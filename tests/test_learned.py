@@ -331,3 +331,10 @@ def test_a_qa_training_plan_offline_says_the_set_cannot_be_downloaded(tiny_llama
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetError, match=r"hf:squad: the Hugging Face hub is out of reach.*cannot be downloaded here.*wikitext2"):
         train(_plan(tiny_llama_dir, "squad-offline", dataset="hf:squad"), restart=True)
+
+
+def test_the_rate_column_keeps_a_third_decimal_where_two_would_round_it():
+    from workbench import tables
+
+    assert tables.rate(0.125) == "0.125" and tables.rate(0.5) == "0.50" and tables.rate(1.0) == "1.00"
+    assert tables.rate(0.2 + 0.1) == "0.30"  # float noise is not a third decimal

@@ -37,7 +37,10 @@ def number(value: Any, fmt: str, signed: bool = False, suffix: str = "") -> str:
 
 
 def rate(value: float | None) -> str:
-    """A rate (fraction of context tokens kept) as every view writes it."""
+    """A rate (fraction of context tokens kept) as every view writes it: two decimals, three where two would
+    round it (0.125 stays 0.125, not 0.12)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(round(value, 2) - value) > 1e-9:
+        return number(value, ".3f")
     return number(value, ".2f")
 
 
