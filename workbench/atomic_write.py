@@ -61,3 +61,21 @@ def write_atomically(target: str | os.PathLike, write: Callable[[str], None]) ->
 
 def write_text_atomically(target: str | os.PathLike, text: str) -> Path:
     return write_atomically(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json_atomically(target, data) -> None:
+    """``data`` as JSON (indent 1, no NaN) written as above: the records and work files of trained artefacts."""
+    import json
+
+    write_text_atomically(target, json.dumps(data, indent=1, allow_nan=False))
+
+
+def read_json_or_none(path):
+    """A JSON file's content, or None when it is missing or unreadable: a trained artefact's own files, where
+    "absent or damaged" means "start that step again", not an error to report."""
+    import json
+
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -12,14 +12,7 @@ import os
 import socket
 import time
 
-RAY_MISSING = ("--workers/--ray and a plan's \"execution\" need Ray, which is not installed: "
-               "pip install 'compression-workbench[ray]' (or WORKBENCH_RAY=1 scripts/setup.sh)")
-
-
-def ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
+from workbench.ray_cluster import RAY_MISSING, connect, is_worker_lost, ray_available  # noqa: F401  (this module's callers)
 
 
 class Worker:
@@ -115,34 +108,8 @@ class Worker:
                 "worker": self.index}
 
 
-def connect(address: str | None, workers: int | None):
-    """Ray, initialised: the cluster at ``address`` ("auto" or host:port), else a local Ray for this run.
-
-    Returns (ray, started_here). A Ray already initialised in this process (a test's) is used as it is."""
-    import ray
-
-    if ray.is_initialized():
-        return ray, False
-    if address:
-        ray.init(address=address, log_to_driver=False, logging_level="warning")
-    else:  # enough CPU slots for the CPU workers a machine without GPUs runs
-        ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
-                 logging_level="warning")
-    return ray, True
-
-
 def worker_class(ray, gpus: bool):
     """The Ray actor class: one GPU each where the cluster has GPUs, else one CPU each (one torch thread)."""
     options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     # Units are retried by the driver on another actor: Ray restarts none by itself (max_restarts=0).
     return ray.remote(max_restarts=0, **options)(Worker)
-
-
-def is_worker_lost(err: BaseException) -> bool:
-    """True when the error says the worker (its process, its node) is gone, not that the unit failed."""
-    import ray.exceptions as rex
-
-    lost = tuple(getattr(rex, name) for name in ("RayActorError", "ActorDiedError", "ActorUnavailableError",
-                                                 "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError",
-                                                 "ObjectLostError") if hasattr(rex, name))
-    return isinstance(err, lost)

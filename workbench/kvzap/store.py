@@ -18,9 +18,9 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
 
-from workbench.atomic_write import write_text_atomically
+from workbench.atomic_write import read_json_or_none as read_json  # noqa: F401  (callers use store.read_json)
+from workbench.atomic_write import write_json_atomically  # noqa: F401  (callers use store.write_json_atomically)
 from workbench.models.spec import EMBEDDED_MODELS, data_root
 
 KINDS = ("mlp", "linear")
@@ -78,13 +78,6 @@ def read_record(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("model"), dict) else None
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable (the work folder's own files)."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
 
 def find(fingerprint: str, kind: str) -> Path | None:
     """The newest finished scorer of ``kind`` trained on the model with this fingerprint, or None."""
@@ -97,8 +90,3 @@ def find(fingerprint: str, kind: str) -> Path | None:
         if record and record["model"].get("fingerprint") == fingerprint and (folder / "config.json").is_file():
             found.append((str(record.get("created_at", "")), folder))
     return max(found)[1] if found else None
-
-
-def write_json_atomically(target: Path, data: Any) -> None:
-    """A reader (or a kill) sees the old file or the new one (workbench.atomic_write)."""
-    write_text_atomically(target, json.dumps(data, indent=1, allow_nan=False))

@@ -48,11 +48,11 @@ class RayLauncher:
     """``slots``: 'ray:i' for each actor. ``close()`` kills the actors (and Ray, when it was started here)."""
 
     def __init__(self, address: str | None, workdir: str, command=None, gpus: int | None = None, cpu_workers: int | None = None):
-        from workbench import ray_worker
+        from workbench import ray_cluster
 
-        if not ray_worker.ray_available():
-            raise RuntimeError(ray_worker.RAY_MISSING.replace("--workers/--ray and a plan's \"execution\"", "--ray"))
-        self.ray, self.started_here = ray_worker.connect(address, cpu_workers)
+        if not ray_cluster.ray_available():
+            raise RuntimeError(ray_cluster.RAY_MISSING.replace("--workers/--ray and a plan's \"execution\"", "--ray"))
+        self.ray, self.started_here = ray_cluster.connect(address, cpu_workers)
         ray = self.ray
         found = int(ray.cluster_resources().get("GPU", 0))
         use_gpus = found > 0 and gpus != 0

@@ -14,12 +14,11 @@ checkpoints only. Nothing is pickled.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
-from workbench.atomic_write import write_text_atomically
+from workbench.atomic_write import read_json_or_none as read_json
+from workbench.atomic_write import write_json_atomically  # noqa: F401  (callers use store.write_json_atomically)
 from workbench.models.spec import data_root
 
 RECORD, CONFIG, STATE = "record.json", "config.json", "state.json"
@@ -60,16 +59,7 @@ def last_checkpoint(folder: Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
-
-def write_json_atomically(target: Path, data: Any) -> None:
-    write_text_atomically(target, json.dumps(data, indent=1, allow_nan=False))
 
 
 def list_runs() -> list[dict]:

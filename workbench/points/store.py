@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
 
-from workbench.atomic_write import write_text_atomically
+from workbench.atomic_write import read_json_or_none as read_json
+from workbench.atomic_write import write_json_atomically  # noqa: F401  (callers use store.write_json_atomically)
 from workbench.families.base import UnsupportedMethod
 from workbench.kvzap.store import model_slug
 from workbench.models.spec import data_root
@@ -66,16 +66,7 @@ def train_command(spec: str) -> str:
     return f"workbench train-points --model {quoted}"
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or None when it is missing or unreadable."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
-
-def write_json_atomically(target: Path, data: Any) -> None:
-    write_text_atomically(target, json.dumps(data, indent=1, allow_nan=False))
 
 
 def find(fingerprint: str) -> Path | None:
