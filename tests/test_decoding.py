@@ -264,3 +264,12 @@ def test_sampling_is_seeded_and_temperature_zero_is_greedy(tiny_llama_dir):
     a = loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=5).tokens
     assert a == loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=5).tokens
     assert a != greedy and a != loop.decode(model, tok, prompt, 30, set(), temperature=1.5, seed=6).tokens
+
+
+def test_the_dry_run_says_what_a_budget_method_keeps_and_how_long_it_generates():
+    done = subprocess.run([sys.executable, "-m", "workbench", "--preset", "decoding-quick", "--dry-run"], capture_output=True,
+                          text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "up to 64 new tokens" in done.stdout and "continuation tokens" not in done.stdout
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.startswith("    ")}
+    assert "rates none (budget 96)" in lines["interval-16"] and "rates 0.5" in lines["interval-16-half"]

@@ -293,6 +293,26 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _protocol_lengths(protocol) -> str:
+    """The token lengths a protocol works with, as the dry run says them."""
+    from workbench import protocols
+
+    if protocols.info(protocol.name).decodes:  # a prompt (a text window's start, or a task's), then generation
+        return (f"{protocol.context_tokens}-token prompts of text windows (tasks: their own prompts), "
+                f"up to {protocol.max_new_tokens} new tokens")
+    return (f"{protocol.context_tokens} context + {protocol.continuation_tokens} continuation tokens"
+            + (f", chunks of {protocol.chunk_size}" if protocol.chunk_size else ""))
+
+
+def _driven_by(method) -> str:
+    """What sets a method's kept fraction when it takes no rates: its own budget parameter, else a threshold."""
+    from workbench.methods import registry
+
+    info = registry.lookup(method.name, method.family)
+    budget = method.params.get(info.rates_unless) if info.rates_unless else None
+    return f"none ({info.rates_unless} {budget})" if budget is not None else "none (threshold)"
+
+
 def _describe(plan, done: set[str] | None = None) -> str:
     """The dry run: the resolved plan and the work it implies (``done``: cell keys a resumed session has)."""
     from workbench import families
@@ -300,8 +320,7 @@ def _describe(plan, done: set[str] | None = None) -> str:
 
     lines = [f"plan {plan.name}: {plan.description}".rstrip(": "),
              f"  model     {plan.model} (device {plan.device}, dtype {plan.dtype})",
-             f"  protocol  {plan.protocol.name}: {plan.protocol.context_tokens} context + {plan.protocol.continuation_tokens} "
-             f"continuation tokens" + (f", chunks of {plan.protocol.chunk_size}" if plan.protocol.chunk_size else ""),
+             f"  protocol  {plan.protocol.name}: {_protocol_lengths(plan.protocol)}",
              "  datasets  " + ", ".join(f"{d.name} ({d.samples} samples, seed {d.seed})" for d in plan.datasets),
              f"  rates     {', '.join(f'{r:g}' for r in plan.rates)} (fraction of tokens kept)",
              "  batch     " + ("auto (as many samples per forward pass as the GPU's free memory allows; 1 on a CPU)"
@@ -319,7 +338,7 @@ def _describe(plan, done: set[str] | None = None) -> str:
         unavailable = families.get(m.family).unavailable(m, plan)
         if unavailable:
             path, why = "unavailable", unavailable
-        rate_text = "threshold" if rates == [None] else ",".join(f"{r:g}" for r in rates)
+        rate_text = _driven_by(m) if rates == [None] else ",".join(f"{r:g}" for r in rates)
         params = ", ".join(f"{k}={v['name'] if isinstance(v, dict) else v}" for k, v in m.params.items())
         lines.append(f"    {m.label:24s} {m.name} [{params}] rates {rate_text}; {path}" + (f" ({why})" if why else ""))
     cells = plan.cells()
