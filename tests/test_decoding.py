@@ -57,6 +57,7 @@ def test_every_cell_is_measured_with_the_decoding_figures(session):
 def test_interval_and_budget_points_are_where_the_schedule_says(session):
     for s in _cell(session, "interval")["samples"]:
         assert s["compression_points"] == [7, 15, 23, 31]  # every 8 generated tokens: after t = 7, 15, …
+        assert s["schedule"] == {"every": 8}  # the record says which schedule put them there
     budget = next(c for c in session.cells.values() if c["method"] == "int-b12" and c["dataset"] == "wikitext2")
     assert budget["rate"] is None and budget["key"].endswith("|thr")
     for s in budget["samples"]:

@@ -109,10 +109,13 @@ class Decoding:
         peak.reset()
         kv_eval.seed_sample(sample.sample_id)
 
+        described: list[dict] = []  # what the schedule was (a learned one: its classifier), for the record
+
         def run(tokens):
             schedule = evictor = None
             if method is not None:
                 schedule = build_schedule(method, backend)
+                described[:] = [schedule.describe()]
                 spec = _press_spec(method)
                 evictor = loop.Evictor(model, build_press(spec["name"], spec["params"], None), target_for(method, rate))
             live = (lambda rows: on_curve(sample.sample_id, rate, rows)) if on_curve is not None and tokens is None else None
@@ -135,6 +138,8 @@ class Decoding:
             "decode_seconds": free.decode_seconds,
             "tokens_per_second": len(free.tokens) / free.decode_seconds if free.decode_seconds > 0 and free.tokens else None,
         }
+        if described and described[0]:
+            record["schedule"] = described[0]
         if free.cache is not None:
             record.update(kv_eval.kv_budget(model, free.cache, free.seen))
         if forced is None:  # the baseline: its own greedy tokens, scored as it chose them
