@@ -79,3 +79,28 @@ def read_json_or_none(path):
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def staging_folder(final) -> Path:
+    """An empty folder beside ``final`` to fill before :func:`publish_folder` puts it in ``final``'s place."""
+    import shutil
+
+    final = Path(final)
+    fresh = final.with_name(f".{final.name}.new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    return fresh
+
+
+def publish_folder(fresh, final) -> Path:
+    """The filled ``fresh`` folder renamed into ``final``'s place (the previous one moved aside first, then removed):
+    a kill leaves the previous folder or the new one, never half of one (a trained scorer or classifier)."""
+    import shutil
+
+    fresh, final = Path(fresh), Path(final)
+    old = final.with_name(f".{final.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(fresh, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final

@@ -23,12 +23,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from workbench import datasets
+from workbench.atomic_write import publish_folder, staging_folder
 from workbench.kvzap import fit as kvzap_fit
 from workbench.kvzap import scorer as kvzap_scorer
 from workbench.kvzap import store
 from workbench.kvzap.store import DEFAULT_DATA, Cancelled, TrainingBusy
 from workbench.kvzap.targets import text_targets
-
 
 
 @dataclass(frozen=True)
@@ -196,16 +196,10 @@ def _record(settings, shape, fingerprint, texts, x_train, x_test, losses, per_la
 def _save(scorer, record: dict, settings: TrainSettings) -> Path:
     """save_pretrained into a fresh folder beside the final one, then swap it in."""
     final = store.scorer_dir(settings.model, settings.kind)
-    fresh, old = final.with_name(f".{final.name}.new"), final.with_name(f".{final.name}.old")
-    shutil.rmtree(fresh, ignore_errors=True)
+    fresh = staging_folder(final)
     scorer.save_pretrained(str(fresh))
     store.write_json_atomically(fresh / store.RECORD, record)
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(fresh, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return publish_folder(fresh, final)
 
 
 class _exclusive:

@@ -10,14 +10,13 @@ one line (:class:`store.CheckpointError`), naming the folder.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from workbench.atomic_write import publish_folder, staging_folder
 from workbench.points import store
 from workbench.points.store import CheckpointError
 
@@ -47,17 +46,11 @@ def save(mlp: PointMLP, config: dict, final: Path) -> Path:
     """Weights and config into a fresh folder beside ``final``, then swapped in: a kill leaves the old classifier or
     the new one, never half of one."""
     final = Path(final)
-    fresh, old = final.with_name(f".{final.name}.new"), final.with_name(f".{final.name}.old")
-    shutil.rmtree(fresh, ignore_errors=True)
+    fresh = staging_folder(final)
     fresh.mkdir(parents=True)
     save_file({k: v.detach().cpu().contiguous() for k, v in mlp.state_dict().items()}, str(fresh / store.WEIGHTS))
     store.write_json_atomically(fresh / store.CONFIG, config)
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(fresh, final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
+    return publish_folder(fresh, final)
 
 
 def _config(folder: Path) -> dict:
