@@ -29,6 +29,10 @@ def field_name(parts: list) -> str:
     return out or "(top level)"
 
 
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
+
+
 def read_json(path: str | Path, what: str = "file") -> Any:
     """The parsed document at ``path``, checked with ``check_tree``. Raises InputFileError."""
     path = Path(path)
@@ -37,7 +41,7 @@ def read_json(path: str | Path, what: str = "file") -> Any:
     except FileNotFoundError:
         raise InputFileError(f"{path}: no such {what}") from None
     except IsADirectoryError:
-        raise InputFileError(f"{path}: is a folder, not a {what}") from None
+        raise InputFileError(f"{path}: is a folder, not {_article(what)} {what}") from None
     except PermissionError:
         raise InputFileError(f"{path}: cannot be read (permission denied)") from None
     except (OSError, ValueError) as err:  # a name too long, an embedded NUL, an I/O error
@@ -46,7 +50,7 @@ def read_json(path: str | Path, what: str = "file") -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise InputFileError(f"{path}: not UTF-8 text (byte {err.start} is {raw[err.start]:#04x}); "
-                             f"a {what} is a UTF-8 JSON document") from None
+                             f"{_article(what)} {what} is a UTF-8 JSON document") from None
     data = parse(text, str(path))
     check_tree(data, str(path))
     return data
