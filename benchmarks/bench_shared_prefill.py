@@ -5,6 +5,8 @@ shared path costs one prefill that keeps the full cache and the scores + R × (g
 (the baseline comes from the same full cache). Prints, for R = 1, 3, 5, 9: both times, their ratio
 (target ≥ 0.8 × R in a prefill-dominated setting) and the peak memory of each path, measured in one run.
 Times are wall seconds on a GPU and process CPU seconds on a CPU (robust to other work on a shared machine).
+Then one continuation step over the rate-0.5 cache, before/after: transformers' concatenating cache against the
+kept entries gathered into a buffer with room for the continuation (kv_room), and whether the NLLs are identical.
 
 Usage: python benchmarks/bench_shared_prefill.py [--model smollm2-135m] [--press snapkv] [--context 2048]
        [--continuation 64] [--rates 1,3,5,9] [--device auto] [--dtype auto] [--repeats 2] [--batch 1]
@@ -100,6 +102,34 @@ def prefill_throughput(lm, sample, context: int, runs: int = 5) -> dict:
             "attention_flops": attention_flops, "achieved": flops / seconds, "peak": matmul_peak(model.dtype)}
 
 
+def continuation_step(lm, samples, args, press_name: str, params: dict, runs: int = 7) -> dict:
+    """Wall time of one continuation pass over the rate-0.5 cache: transformers' concatenating DynamicCache layers
+    (room 0: every layer's cache copied into a new tensor with the continuation) against the kept entries gathered
+    into a buffer with room for the continuation (written in place). Runs interleaved; medians."""
+    import torch
+
+    from workbench import kv_eval
+    from workbench.methods import presses
+    from workbench.methods.press_build import build_press
+
+    model = lm.model
+    ctx = torch.tensor([s.input_ids[: args.context] for s in samples], device=model.device)
+    cont = torch.tensor([s.input_ids[args.context :] for s in samples], device=model.device)
+    resolved = presses.resolve(press_name, params)
+    full = kv_eval.shared_prefill(model, ctx, resolved, build_press(press_name, params, 0.5))
+    times: dict[int, list] = {0: [], args.continuation: []}
+    nll: dict[int, list] = {}
+    for _ in range(runs):
+        for room, spent in times.items():
+            cache, _ = kv_eval.cache_for_rate(model, full, 0.5, resolved, room=room)
+            nll[room], _, seconds = kv_eval.continuation_nlls(model, cache, cont, args.context)
+            spent.append(seconds)
+            kv_eval.clear_masks(model)
+            del cache
+    med = {room: sorted(t)[len(t) // 2] for room, t in times.items()}
+    return {"concat": med[0], "room": med[args.continuation], "runs": runs, "same": nll[0] == nll[args.continuation]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="smollm2-135m")
@@ -180,8 +210,8 @@ def main() -> None:
             full = kv_eval.shared_prefill(lm.model, ctx, resolved, press)
             out = {1.0: kv_eval.continuation_nlls(lm.model, kv_eval.cache_for_rate(lm.model, full, 1.0, resolved)[0], cont,
                                                   args.context)[0]}
-            for rate in rates:
-                cache, _ = kv_eval.cache_for_rate(lm.model, full, rate, resolved)
+            for rate in rates:  # as the runner does: each rate's entries gathered into room for the continuation
+                cache, _ = kv_eval.cache_for_rate(lm.model, full, rate, resolved, room=args.continuation)
                 out[rate] = kv_eval.continuation_nlls(lm.model, cache, cont, args.context)[0]
                 del cache
             return out
@@ -197,6 +227,8 @@ def main() -> None:
         worst = max(abs(r_sh[r][i] - row[r]["nll_sum"]) / abs(row[r]["nll_sum"]) for r in rates for i, row in enumerate(r_per))
         rows.append((n, t_per, t_sh, t_per / t_sh, 0.8 * n, m_per, m_sh, worst))
 
+    step = continuation_step(lm, samples, args, info.name, params)
+
     gib = 1024**3
     print(f"{args.model} on {lm.device} ({lm.dtype}), press {args.press}, {args.context} context + {args.continuation} continuation tokens"
           + (f", {args.batch} samples per forward pass" if args.batch > 1 else "") + "\n")
@@ -206,6 +238,9 @@ def main() -> None:
     for n, tp, ts, ratio, target, mp, ms, worst in rows:
         print("  ".join(f"{v:>13}" for v in (n, f"{tp:.2f}", f"{ts:.2f}", f"{ratio:.2f}", f"≥ {target:.1f}",
                                                   f"{mp / gib:.2f} GiB", f"{ms / gib:.2f} GiB", f"{worst:.1e}")))
+    print(f"\none continuation step ({args.continuation} tokens after the rate-0.5 cache, median of {step['runs']}, wall ms): "
+          f"concatenating (DynamicCache) {step['concat'] * 1e3:.2f}, into the reserved room {step['room'] * 1e3:.2f}, "
+          f"ratio {step['concat'] / step['room']:.2f}; NLL identical: {'yes' if step['same'] else 'NO'}")
     if lm.model.device.type == "cuda":
         print("\n(peak = torch's peak allocated GPU memory)")
         t = throughput

@@ -67,14 +67,14 @@ def evaluate_baseline_batch(lm, samples: list, protocol: ProtocolSpec) -> list[d
     _, ctx, cont = _split(lm, samples, protocol.context_tokens)
     b = len(samples)
     kv_eval.seed_sample(samples[0].sample_id)
-    cache, prefill_s = kv_eval.prefill(model, ctx)
+    cache, prefill_s = kv_eval.prefill(model, ctx, room=cont.shape[1] - 1)
     budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
     nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, protocol.context_tokens)
     return [_record(s, nll, n, budget, prefill_s / b, scoring_s / b, "baseline", b) for s, nll in zip(samples, nlls)]
 
 
 def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, protocol: ProtocolSpec, shared_allowed: bool,
-                   extras: dict | None = None):
+                   extras: dict | None = None, room: int = 0):
     """The context's cache as the press leaves it, for each rate: one shared prefill where that is exact,
     else one pressed prefill per rate.
 
@@ -82,7 +82,9 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
     on every path). Yields (rate, cache, prefill_seconds, path, start_position, decoding_press): what follows the context
     continues from ``start_position`` and, for decoding presses, runs under ``decoding_press``. Head-wise
     masks are cleared after each rate's consumer is done with the cache. ``extras``, if given, receives
-    {rate: fields for the record} (a rate-matched threshold, the scorer a press used).
+    {rate: fields for the record} (a rate-matched threshold, the scorer a press used). ``room``: positions the
+    shared path reserves behind each rate's kept entries for what follows (kv_room; a pressed prefill's press
+    replaces the cache's tensors, so the per-rate path reserves none).
     """
     model = lm.model
     resolved = presses.resolve(method.name, method.params)
@@ -95,7 +97,7 @@ def pressed_caches(lm, seed_id: str, ctx, method: MethodSpec, rates: list, proto
             for rate in rates:
                 if extras is not None:
                     extras[rate] = _scorer_field(press)
-                cache, select_s = kv_eval.cache_for_rate(model, shared, rate, resolved)
+                cache, select_s = kv_eval.cache_for_rate(model, shared, rate, resolved, room)
                 # The one prefill is shared by the rates: each carries its share, plus its own selection.
                 yield rate, cache, shared.seconds / len(rates) + select_s, "shared-prefill", ctx.shape[1], None
                 kv_eval.clear_masks(model)
@@ -129,7 +131,8 @@ def evaluate_kv_batch(lm, samples: list, method: MethodSpec, rates: list, protoc
     out: list[dict] = [{} for _ in samples]
     extras: dict = {}
     for rate, cache, prefill_s, path, start, decoding_press in pressed_caches(lm, samples[0].sample_id, ctx, method, rates,
-                                                                               protocol, shared_allowed, extras):
+                                                                               protocol, shared_allowed, extras,
+                                                                               room=cont.shape[1] - 1):
         budget = kv_eval.kv_budget(model, cache, protocol.context_tokens)
         nlls, n, scoring_s = kv_eval.continuation_nlls(model, cache, cont, start, press=decoding_press,
                                                        stepwise=decoding_press is not None)
