@@ -18,9 +18,8 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
 
-from workbench import kv_eval
+from workbench import kv_eval, kv_room
 from workbench.decoding import curve as curves
 from workbench.decoding.schedule import Schedule, Step
 
@@ -118,7 +117,9 @@ def decode(model, tokenizer, prompt_ids: list[int], max_new_tokens: int, eos_ids
     out = Decoded(tokens=[], text="")
     if limit <= 0:
         return out
-    cache = DynamicCache()
+    # Room for every token to come: a step writes its entries in place instead of concatenating the whole cache (an
+    # eviction point replaces the tensors; the next step starts a new buffer with the room again, see kv_room).
+    cache = kv_room.roomy_cache(limit)
     gen = out.tokens
     draw = None
     if temperature > 0 and forced is None:
