@@ -157,6 +157,15 @@ def task_samples(spec: str, n_samples: int, seed: int = 0, *, count_tokens: Call
     return TASKS[task].samples(spec, n_samples, seed, options)
 
 
+def qa_samples(spec: str, seed: int = 0) -> list[TaskSample]:
+    """Every answerable record of a question-answering dataset, in the order ``task_samples(spec, n, seed)`` draws
+    them (its first n are that call's samples, for any n): what training a soft compressor on QA reads, holding
+    out the first ones. Raises ``TaskError`` when the spec is not a QA set."""
+    if task_for_dataset_uncached(spec) != "qa":
+        raise TaskError(f"{spec}: not a question-answering dataset (records with context, question and answers)")
+    return _record_samples(spec, "qa", len(_qa_rows(load_documents(spec))), seed, _qa_rows, _qa_suffix)
+
+
 def _shuffled(n: int, seed: int) -> list[int]:
     # A shuffled index list, not random.sample: its first k entries are the same whatever k is, so
     # asking for more samples only appends to the list.

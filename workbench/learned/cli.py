@@ -58,7 +58,7 @@ def _progress():
                 last[0] = now
                 terms = " ".join(f"{k[:3]} {v:.3f}" for k, v in e["terms"].items())
                 print(f"[step {e['step']}/{e['total_steps']}] loss {e['loss']:.4f} ({terms}) lr {e['lr']['compressor']:.2e} "
-                      f"{e['samples_per_s']:.2f} windows/s, ETA {_fmt_eta(e['eta_s'])}", file=sys.stderr, flush=True)
+                      f"{e['samples_per_s']:.2f} samples/s, ETA {_fmt_eta(e['eta_s'])}", file=sys.stderr, flush=True)
         elif kind == "eval":
             print(f"[eval {e['step']}] validation NLL {e['val_loss']:.4f} nats/token, PPL {e['val_ppl']:.2f}", file=sys.stderr,
                   flush=True)
@@ -71,11 +71,16 @@ def _progress():
 def summary(record: dict) -> str:
     cfg = record["config"]
     val = record["curves"]["val"]
-    lines = [f"run {record['name']}: {cfg['architecture']} at rate {cfg['rate']:g} ({cfg['context_tokens']} context tokens → "
-             f"{record['k']} soft vectors) on {cfg['dataset']}, model {cfg['model']}",
+    if cfg.get("objective") == "qa":
+        shape = (f"contexts of up to {cfg['context_tokens']} tokens → rate × their length soft vectors; loss on the answer "
+                 "after the question")
+    else:
+        shape = f"{cfg['context_tokens']} context tokens → {record['k']} soft vectors"
+    lines = [f"run {record['name']}: {cfg['architecture']} at rate {cfg['rate']:g} ({shape}) on {cfg['dataset']}, "
+             f"model {cfg['model']}",
              f"parameters: compressor {record['params']['compressor']:,}, LoRA {record['params']['lora']:,}; "
              f"{record['seconds'] / 60:.1f} min on {record['device']} ({record['threads']} threads)"
-             + (f", {record['samples_per_s']:.2f} windows/s" if record.get("samples_per_s") else "")
+             + (f", {record['samples_per_s']:.2f} samples/s" if record.get("samples_per_s") else "")
              + (f", peak GPU memory {record['peak_memory_bytes'] / 2**30:.2f} GiB" if record.get("peak_memory_bytes") else ""),
              f"checkpoint: {record['checkpoint']}", "", " step  val NLL  val PPL", "-----  -------  -------"]
     lines += [f"{v['step']:>5}  {v['val_loss']:7.4f}  {v['val_ppl']:7.2f}" for v in val]

@@ -45,6 +45,9 @@ class TrainConfig:
     context_tokens: int = 256
     continuation_tokens: int = 64
     dataset: str = "wikitext2"
+    # "lm": windows of the text, loss on the continuation; "qa": the context compressed, then the question as tokens,
+    # loss on the answer (seed 002's SQuAD setting). A plan that names none gets "qa" on a question-answering set.
+    objective: str = "lm"
     # Held-out windows: the first ``held_out`` windows datasets.lm_samples draws with ``held_out_seed`` (an
     # evaluation plan on this dataset with these window lengths, that seed and at most that many samples reads
     # only held-out windows). Training draws from every other window.
@@ -88,7 +91,8 @@ _INT_FIELDS = {"context_tokens": 8, "continuation_tokens": 2, "held_out": 1, "ev
 _FLOAT_FIELDS = {"lr_compressor": 0.0, "lr_lora": 0.0, "weight_decay": 0.0, "max_grad_norm": 0.0,
                  "contrastive_temperature": 0.0}
 _STR_FIELDS = ("model", "dataset", "device", "dtype")
-_KEYS = {"name", "description", "architecture", "rate", "samples", "steps", "loss_weights", "lora",
+OBJECTIVES = ("lm", "qa")
+_KEYS = {"name", "description", "architecture", "rate", "samples", "steps", "loss_weights", "lora", "objective",
          *_INT_FIELDS, *_FLOAT_FIELDS, *_STR_FIELDS}
 
 
@@ -152,6 +156,7 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
         datasets.validate_dataset_spec(out.get("dataset", TrainConfig.dataset))
     except ValueError as err:
         raise PlanError(str(err), source, "dataset") from None
+    out["objective"] = _objective(data, out.get("dataset", TrainConfig.dataset), source)
     if "steps" in data and "samples" in data:
         raise PlanError("give steps (optimiser steps) or samples (training windows), not both", source, "samples")
     per_step = out.get("batch_size", TrainConfig.batch_size) * out.get("grad_accum", TrainConfig.grad_accum)
@@ -184,7 +189,11 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
                                "lora.alpha", 1), dropout=float(dropout), target_modules=tuple(targets))
     cfg = TrainConfig(**out)
     k = max(1, round(cfg.rate * cfg.context_tokens))
-    if cfg.generation_prefix_tokens >= cfg.continuation_tokens - 1 and cfg.loss_weights["generation"] > 0:
+    if cfg.objective == "qa" and cfg.loss_weights["distillation"] > 0:
+        raise PlanError("the distillation term compares continuation logits (the lm objective); with the qa objective "
+                        "set loss_weights.distillation to 0", source, "loss_weights.distillation")
+    if cfg.objective == "lm" and cfg.generation_prefix_tokens >= cfg.continuation_tokens - 1 \
+            and cfg.loss_weights["generation"] > 0:
         raise PlanError(f"the generation term decodes {cfg.generation_prefix_tokens} tokens itself and scores the rest of "
                         f"the {cfg.continuation_tokens}-token continuation: make it at most {cfg.continuation_tokens - 2}",
                         source, "generation_prefix_tokens")
@@ -196,6 +205,24 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
                         "(or set loss_weights.contrastive to 0)", source, "batch_size")
     del k
     return cfg
+
+
+def _objective(data: dict, dataset: str, source) -> str:
+    """The plan's objective, or by default "qa" on a question-answering dataset and "lm" on text. QA needs records
+    with a context, a question and answers (an ``hf:`` id is taken to be such a set, as the task protocol does)."""
+    from workbench import tasks
+
+    try:
+        task = tasks.task_for_dataset(dataset)
+    except (ValueError, OSError) as err:
+        raise PlanError(str(err), source, "dataset") from None
+    objective = data.get("objective", "qa" if task == "qa" else "lm")
+    if objective not in OBJECTIVES:
+        raise PlanError(f"expected one of {', '.join(OBJECTIVES)}, got {objective!r}", source, "objective")
+    if objective == "qa" and task != "qa":
+        raise PlanError(f"the qa objective needs question-answering records (context, question, answers: a .jsonl file "
+                        f"or an hf: set); {dataset} has none", source, "objective")
+    return objective
 
 
 def config_from_record(data: dict, source: str) -> TrainConfig:

@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from workbench.learned import architectures, checkpoint, losses, soft, store
+from workbench.learned import architectures, checkpoint, losses, qa, soft, store
 from workbench.learned.config import TrainConfig, config_from_record
 from workbench.learned.store import Cancelled, CheckpointError
 
@@ -30,11 +30,9 @@ class RunMismatch(ValueError):
     """A run of this name exists with another plan (resume needs the same plan, or --restart)."""
 
 
-def _windows(lm, cfg: TrainConfig) -> tuple[list, list]:
-    """(training windows, held-out windows) of context + continuation + 1 tokens, disjoint.
-
-    Every dataset is read as language-modelling windows of its text. A Hugging Face dataset (seed 002's SQuAD v1.1,
-    ``hf:squad``) needs the hub: out of reach, the run stops here saying so rather than training on something else."""
+def _require_hub(cfg: TrainConfig) -> None:
+    """A Hugging Face dataset (seed 002's SQuAD v1.1, ``hf:squad``) needs the hub: out of reach, the run stops here
+    saying so rather than training on something else."""
     from workbench import datasets
 
     if cfg.dataset.startswith("hf:"):
@@ -45,6 +43,21 @@ def _windows(lm, cfg: TrainConfig) -> tuple[list, list]:
                 f"{cfg.dataset}: the Hugging Face hub is out of reach, so this QA set cannot be downloaded here and the "
                 "run cannot train on it; offline, train on the bundled text (\"dataset\": \"wikitext2\") with the "
                 "language-modelling loss, or save the set as a .jsonl file and name that path")
+
+
+def _examples(lm, cfg: TrainConfig) -> tuple[list, list, int]:
+    """(training examples, held-out examples, examples skipped): language-modelling windows, or QA rows for the qa
+    objective (``qa.qa_rows``)."""
+    _require_hub(cfg)
+    if cfg.objective == "qa":
+        return qa.qa_rows(cfg, lm.tokenizer)
+    train, held = _windows(lm, cfg)
+    return train, held, 0
+
+
+def _windows(lm, cfg: TrainConfig) -> tuple[list, list]:
+    """(training windows, held-out windows) of context + continuation + 1 tokens, disjoint."""
+    from workbench import datasets
 
     held = datasets.lm_samples(cfg.dataset, lm.tokenizer, cfg.held_out, cfg.context_tokens, cfg.continuation_tokens,
                                cfg.held_out_seed)
@@ -215,8 +228,20 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
             set_peft_model_state_dict(model, lora_tensors)
         checkpoint.load_training_state(resume, optimizer, scheduler)
         step0, curves = state["step"], state.get("curves") or curves
-    train_windows, held = _windows(lm, cfg)
+    train_windows, held, skipped = _examples(lm, cfg)
     val_windows = held[:cfg.eval_windows]
+    if cfg.objective == "qa":
+        def batch_loss(rows):
+            return qa.compute_loss(model, compressor, rows, cfg, device)
+
+        def held_out_loss():
+            return qa.validation_loss(model, compressor, val_windows, cfg, device)
+    else:
+        def batch_loss(rows):
+            return compute_loss(model, compressor, _ids(rows, device), cfg)
+
+        def held_out_loss():
+            return validation_loss(model, compressor, val_windows, cfg, device)
     n_params = {"compressor": compressor.n_params(), "lora": sum(p.numel() for p in lora_params)}
     emit({"kind": "start", "run": cfg.name, "total_steps": cfg.steps, "resumed_from": step0 if resume else None,
           "params": n_params})
@@ -233,7 +258,7 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
     def evaluate(step: int) -> None:
         compressor.eval()
         model.eval()
-        v = validation_loss(model, compressor, val_windows, cfg, device)
+        v = held_out_loss()
         compressor.train()
         curves["val"] = [e for e in curves["val"] if e["step"] != step] + [{"step": step, "val_loss": v, "val_ppl": math.exp(v)}]
         emit({"kind": "eval", "step": step, "val_loss": v, "val_ppl": math.exp(v)})
@@ -250,9 +275,9 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
         terms_sum: dict[str, float] = {}
         loss_sum = 0.0
         for micro in range(cfg.grad_accum):
-            ids = _ids([train_windows[i] for i in _batch_indices(len(train_windows), cfg.seed, step, micro, cfg)], device)
+            rows = [train_windows[i] for i in _batch_indices(len(train_windows), cfg.seed, step, micro, cfg)]
             with _autocast(device):
-                loss, terms = compute_loss(model, compressor, ids, cfg)
+                loss, terms = batch_loss(rows)
             (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach()) / cfg.grad_accum
             for name, value in terms.items():
@@ -280,7 +305,8 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
     record = {
         "name": cfg.name, "config": cfg.to_dict(), "model": model_info, "environment": _versions(lm),
         "params": n_params, "k": architectures.soft_length(cfg.rate, cfg.context_tokens), "checkpoint": str(path),
-        "windows": {"train": len(train_windows), "held_out": len(held), "validation": len(val_windows)},
+        "windows": {"train": len(train_windows), "held_out": len(held), "validation": len(val_windows),
+                    **({"skipped_longer_than_context": skipped} if cfg.objective == "qa" else {})},
         "curves": curves, "final_val_loss": curves["val"][-1]["val_loss"] if curves["val"] else None,
         "seconds": time.monotonic() - started, "training_seconds": loop_seconds,
         "samples_per_s": trained_windows / loop_seconds if trained_windows and loop_seconds > 0 else None, "threads": torch.get_num_threads(), "device": str(device),
