@@ -2,7 +2,7 @@
 on random-weight token classifiers (speed does not depend on the weights): a tiny one, where llmlingua's Python
 post-processing dominates, and a BERT-base-sized one (768 hidden, 12 layers), where the classifier does.
 Per size: one call at rate 0.5, the same call with the classifier's output answered from memory (post-processing
-alone), the tokenizer passes both paths need for identical output (the floor of post-processing), a 9-rate sweep (llmlingua: nine calls on memoised scores; ours: one scoring,
+alone), a 9-rate sweep (llmlingua: nine calls on memoised scores; ours: one scoring,
 nine cuts), and whether every output is identical. Then throughput of several texts: one at a time vs batched
 (their chunks share the classifier's forward passes).
 
@@ -115,16 +115,6 @@ def main() -> None:
                 t_ours, b = _timed(lambda: ours.compress(text, 0.5), repeats)
                 s_theirs, sa = _timed(lambda: theirs.compress_rates(text, RATES9), repeats)
                 s_ours, sb = _timed(lambda: ours.compress_rates(text, RATES9), repeats)
-                # The floor: the tokenizer passes identical output needs in both paths (GPT-4 tokens of the text, the
-                # text's tokens for chunking, the chunks' strings, their tokens again for the classifier rows).
-                cut = ours.cutter
-                ends = {".", "\n"}
-
-                def floor_passes():
-                    cut.obj.oai_tokenizer.encode(text)
-                    cut._clf_rows(cut._chunks(cut._tokenize([text])[0], ends))
-
-                f_both, _ = _timed(floor_passes, repeats + 1)
                 # Post-processing alone: the classifier's output for this text answered from memory in both paths.
                 memos = (theirs.llmlingua.model, ours.llmlingua.model)
                 for memo in memos:
@@ -138,7 +128,7 @@ def main() -> None:
                     memo.clear()
                 same = all((x.text, x.dropped, x.own) == (y.text, y.dropped, y.own)
                            for x, y in [(a, b), (pa, pb)] + [(sa[r], sb[r]) for r in RATES9])
-                rows.append((size, n, t_theirs, t_ours, p_theirs, p_ours, f_both, s_theirs, s_ours, "yes" if same else "NO"))
+                rows.append((size, n, t_theirs, t_ours, p_theirs, p_ours, s_theirs, s_ours, "yes" if same else "NO"))
                 print(f"  {size} {n} words done", flush=True)
             # Throughput: several short texts, one at a time vs their chunks batched through the classifier.
             words = big.split()
@@ -151,17 +141,12 @@ def main() -> None:
 
     print(f"\nLLMLingua-2 on {args.device}, random-weight BERT-family classifiers, force_tokens ['\\n', '?']")
     head = ("classifier", "words", "llmlingua (ms)", "ours (ms)", "ratio", "post-processing: llmlingua", "ours",
-            "ratio", "tokenizer floor", "beyond it: ratio", "9 rates: llmlingua", "ours", "ratio", "identical")
+            "ratio", "9 rates: llmlingua", "ours", "ratio", "identical")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
-    for size, n, t1, t2, p1, p2, f, s1, s2, same in rows:
-        beyond = f"{(p1 - f) / (p2 - f):.1f}x" if p2 > f else "—"
+    for size, n, t1, t2, p1, p2, s1, s2, same in rows:
         print(f"| {size} | {n} | {t1 * 1000:.1f} | {t2 * 1000:.1f} | {t1 / t2:.1f}x | {p1 * 1000:.1f} | "
-              f"{p2 * 1000:.1f} | {p1 / p2:.1f}x | {f * 1000:.1f} | {beyond} | {s1 * 1000:.1f} | {s2 * 1000:.1f} | "
-              f"{s1 / s2:.1f}x | {same} |")
-    print("\n(tokenizer floor: the tokenizer passes both paths run for identical output — the text's GPT-4 tokens, its "
-          "tokens for chunking, the chunks' strings and their tokens for the classifier — timed alone; 'beyond it' "
-          "compares what each path spends on top of that floor when the classifier's output comes from memory)")
+              f"{p2 * 1000:.1f} | {p1 / p2:.1f}x | {s1 * 1000:.1f} | {s2 * 1000:.1f} | {s1 / s2:.1f}x | {same} |")
     print(f"\nThroughput, {args.batch_texts} texts of {args.batch_words} words at rate 0.5 (ours): one at a time vs "
           "batched chunks")
     print("| classifier | texts | words each | one at a time (samples/s) | batched (samples/s) | speed-up | identical |")

@@ -26,7 +26,6 @@ import string
 from dataclasses import dataclass
 
 _DIGIT = re.compile(r"\d")
-_UNSET = object()
 _PUNCT = set(string.punctuation)
 
 
@@ -35,8 +34,6 @@ class _Chunk:
     """One classifier chunk, reduced to its words (rate-independent)."""
 
     words: list[str]        # llmlingua's words before the XLM-R '▁' strip (what tiktoken counts and the cut joins)
-    words_arr: object       # the same as an object array (kept words are picked by a mask)
-    label_words: list[str]  # the words as fn_labeled_original_prompt spells them (XLM-R: '▁' stripped)
     probs: object           # array in the classifier's dtype: each word's keep probability (forces applied)
     pyfloat: object         # bool array: llmlingua holds this word's probability as a Python float
     forced_word: object     # bool array: the word is one of force_tokens (drop_consecutive)
@@ -64,7 +61,6 @@ class Lingua2Cut:
         self._token_memo: dict = {}   # (force key, id) -> traits
         self._oai_memo: dict[str, int] = {}
         self._id_memo: dict[str, int] = {}   # token string -> id (convert_tokens_to_ids)
-        self._pad_id = _UNSET                 # the id whose token string is "[PAD]" (None: no such token)
 
     # --- llmlingua's preparation of the text -----------------------------------------------------------------
 
@@ -72,24 +68,16 @@ class Lingua2Cut:
         tok = self.obj.tokenizer
         return {t: self.obj.added_tokens[i] for i, t in enumerate(force_tokens) if len(tok.tokenize(t)) != 1}
 
-    def _encode(self, texts: list[str], ids_only: bool = False) -> list | None:
-        """The fast tokenizer's encodings of the texts (no special tokens, no truncation, no padding: what
-        ``tokenizer.tokenize`` runs), in one batched call; None for a slow tokenizer. ``ids_only``: without
-        offsets, which also leaves the token strings empty (faster)."""
-        tok = self.obj.tokenizer
-        if not getattr(tok, "is_fast", False):
-            return None
-        backend = tok.backend_tokenizer
-        return (backend.encode_batch_fast if ids_only else backend.encode_batch)(list(texts), add_special_tokens=False)
-
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        """``tokenizer.tokenize`` of each text."""
+        """``tokenizer.tokenize`` of each text, in one batched call where the tokenizer is a fast one (the same
+        encodings: no special tokens, no truncation, no padding)."""
+        tok = self.obj.tokenizer
         if not texts:
             return []
-        encodings = self._encode(texts)
-        if encodings is not None:
-            return [e.tokens for e in encodings]
-        return [self.obj.tokenizer.tokenize(t) for t in texts]
+        if getattr(tok, "is_fast", False):
+            enc = tok(list(texts), add_special_tokens=False)
+            return [enc.tokens(i) for i in range(len(texts))]
+        return [tok.tokenize(t) for t in texts]
 
     def _chunks(self, tokens: list[str], chunk_end_tokens: set) -> list[str]:
         """llmlingua's ``__chunk_context`` over a text's tokens: cut before max_seq_len - 2 tokens, back to the
@@ -112,22 +100,8 @@ class Lingua2Cut:
 
     def _clf_rows(self, chunks: list[str]) -> list[tuple[list[int], list[bool]]]:
         """llmlingua's ``TokenClfDataset`` rows, unpadded: its BERT-named special tokens for either family (an
-        XLM-R vocabulary maps them to <unk>), truncated to max_seq_len; the mask is 'not the string [PAD]'.
-        A fast tokenizer's encodings carry the ids ``convert_tokens_to_ids`` would look up (a vocabulary maps each
-        token string to one id and back), so only the two added strings are looked up."""
+        XLM-R vocabulary maps them to <unk>), truncated to max_seq_len; the mask is 'not the string [PAD]'."""
         tok = self.obj.tokenizer
-        if not chunks:
-            return []
-        encodings = self._encode(chunks, ids_only=True)
-        if encodings is not None:
-            ends = tok.convert_tokens_to_ids(["[CLS]", "[SEP]"])
-            pad = tok.get_vocab().get("[PAD]") if self._pad_id is _UNSET else self._pad_id
-            self._pad_id = pad
-            rows = []
-            for e in encodings:
-                ids = ([ends[0]] + e.ids + [ends[1]])[:self.obj.max_seq_len]
-                rows.append((ids, [i != pad for i in ids] if pad is not None else [True] * len(ids)))
-            return rows
         rows = []
         for tokens in self._tokenize(chunks):
             tokens = (["[CLS]"] + tokens + ["[SEP]"])[:self.obj.max_seq_len]
@@ -213,17 +187,13 @@ class Lingua2Cut:
         return traits
 
     def _words(self, ids, probs, force_tokens, token_map, key, token_to_word, np) -> _Chunk:
-        """llmlingua's ``__merge_token_to_word`` + ``__token_prob_to_word_prob`` for one chunk, vectorised: a token's
-        traits come from a memo per distinct id, its piece of a word from object arrays, and only words of several
-        tokens are joined in Python."""
+        """llmlingua's ``__merge_token_to_word`` + ``__token_prob_to_word_prob`` for one chunk, vectorised."""
+        tok = self.obj.tokenizer
         force_reserve_digit = key[2]
         uniq, inverse = np.unique(ids, return_inverse=True)
-        traits = [self._token_memo.get((key, i)) for i in uniq.tolist()]
-        missing = [j for j, t in enumerate(traits) if t is None]
-        if missing:
-            names = self.obj.tokenizer.convert_ids_to_tokens([int(uniq[j]) for j in missing])
-            for j, name in zip(missing, names):
-                traits[j] = self._traits(int(uniq[j]), name, force_tokens, token_map, key, force_reserve_digit)
+        names = tok.convert_ids_to_tokens(uniq.tolist())
+        traits = [self._traits(int(i), t, force_tokens, token_map, key, force_reserve_digit)
+                  for i, t in zip(uniq, names)]
         t_special = np.array([t[0] for t in traits], dtype=bool)[inverse]
         keep = ~t_special
         inv = inverse[keep]
@@ -239,18 +209,11 @@ class Lingua2Cut:
         word_of = np.cumsum(begin) - 1
         n_words = int(begin.sum())
         starts = np.flatnonzero(begin)
-        # A word begins with its first token's text (added tokens restored) and continues with the pure pieces.
-        as_begin = np.empty(len(traits), dtype=object)
-        as_begin[:] = [t[4] for t in traits]
-        as_rest = np.empty(len(traits), dtype=object)
-        as_rest[:] = [t[5] for t in traits]
-        pieces = np.where(begin, as_begin[inv], as_rest[inv])
-        bounds = np.append(starts, len(pieces))
-        lengths = np.diff(bounds)
-        words_arr = pieces[starts] if n_words else np.empty(0, dtype=object)
-        for w in np.flatnonzero(lengths > 1):
-            words_arr[w] = "".join(pieces[bounds[w]:bounds[w + 1]])
-        words = words_arr.tolist()
+        pieces = [traits_r if b else pure for traits_r, pure, b in
+                  zip((traits[k][4] for k in inv), (traits[k][5] for k in inv), begin)]
+        bounds = list(starts) + [len(pieces)]
+        words = ["".join(pieces[bounds[w]:bounds[w + 1]]) for w in range(n_words)]
+        lengths = np.diff(np.asarray(bounds))
         if token_to_word == "mean":
             acc = np.zeros(n_words, dtype=p.dtype)
             pos = np.arange(len(p)) - starts[word_of] if len(p) else np.zeros(0, dtype=np.int64)
@@ -265,13 +228,9 @@ class Lingua2Cut:
             pyfloat = one[starts]
         else:
             raise NotImplementedError()
-        forced_word = np.zeros(n_words, dtype=bool)
-        for f in set(force_tokens):
-            forced_word |= words_arr == f
-        memo = self._oai_memo
-        counts = np.array([memo.get(w) or self._oai_count(w) for w in words], dtype=np.int64)
-        label_words = words if self.bert else [w.lstrip("▁") for w in words]
-        return _Chunk(words, words_arr, label_words, word_probs, pyfloat, forced_word, counts)
+        forced_word = np.array([w in force_tokens for w in words], dtype=bool)
+        counts = np.array([self._oai_count(w) for w in words], dtype=np.int64)
+        return _Chunk(words, word_probs, pyfloat, forced_word, counts)
 
     def _oai_count(self, word: str) -> int:
         n = self._oai_memo.get(word)
@@ -321,8 +280,9 @@ class Lingua2Cut:
                         labels[i] = 0
                     else:
                         last = i
-            texts.append(tok.convert_tokens_to_string(ch.words_arr[labels.astype(bool)].tolist()))
-            all_words.extend(ch.label_words)
+            keep_words = [ch.words[i] for i in np.flatnonzero(labels)]
+            texts.append(tok.convert_tokens_to_string(keep_words))
+            all_words.extend(ch.words if self.bert else [w.lstrip("▁") for w in ch.words])
             all_labels.extend(labels.tolist())
         compressed = "".join(texts)
         n_compressed = len(self.obj.oai_tokenizer.encode(compressed))
@@ -333,9 +293,8 @@ class Lingua2Cut:
                "compressed_tokens": n_compressed, "ratio": f"{ratio:.1f}x", "rate": f"{1 / ratio * 100:.1f}%",
                "saving": f", Saving ${saving:.1f} in GPT-4."}
         if return_word_label:
-            spelled = ["0", "1"]
             res["fn_labeled_original_prompt"] = word_sep.join(
-                map(label_sep.join, zip(all_words, [spelled[label] for label in all_labels])))
+                f"{w}{label_sep}{label}" for w, label in zip(all_words, all_labels))
         return res, all_words, all_labels
 
 

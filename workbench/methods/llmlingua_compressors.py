@@ -155,11 +155,9 @@ class LLMLingua2Compressor(PromptCompressor):
         return options
 
     def _cut(self, scored, rate: float) -> dict:
-        """The cut's result dict, with its words and labels as lists under ``_labelled`` (read by ``_result``
-        instead of splitting the labelled string again)."""
-        result, words, labels = self.cutter.cut(scored, rate, drop_consecutive=self.params["drop_consecutive"],
-                                                return_word_label=True, word_sep=_WORD_SEP, label_sep=_LABEL_SEP)
-        return {**result, "_labelled": (words, labels)}
+        result, _, _ = self.cutter.cut(scored, rate, drop_consecutive=self.params["drop_consecutive"],
+                                       return_word_label=True, word_sep=_WORD_SEP, label_sep=_LABEL_SEP)
+        return result
 
     def _call(self, text: str, rate: float) -> dict:
         if self.cutter is not None:
@@ -176,10 +174,7 @@ class LLMLingua2Compressor(PromptCompressor):
 
     def _result(self, text: str, result: dict) -> Compressed:
         compressed = result["compressed_prompt"]
-        if "_labelled" in result:
-            dropped = _dropped_from_words(text, *result.pop("_labelled"))
-        else:
-            dropped = _dropped_from_word_labels(text, result.get("fn_labeled_original_prompt", ""))
+        dropped = _dropped_from_word_labels(text, result.get("fn_labeled_original_prompt", ""))
         exact = dropped is not None
         if not exact:
             dropped = align_dropped(text, compressed)
@@ -242,27 +237,15 @@ def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]]
     falls back to aligning the compressed text."""
     if not labelled:
         return [] if not text.strip() else None
-    words, labels = [], []
+    kept, pos = [], 0
     for item in labelled.split(_WORD_SEP):
         word, _, label = item.rpartition(_LABEL_SEP)
-        words.append(word)
-        labels.append(1 if label == "1" else 0)
-    return _dropped_from_words(text, words, labels)
-
-
-def _dropped_from_words(text: str, words: list[str], labels: list[int]) -> list[tuple[int, int]] | None:
-    """_dropped_from_word_labels over the words and their labels (1 = kept) as lists."""
-    if not words:
-        return [] if not text.strip() else None
-    kept, pos = [], 0
-    find = text.find
-    for word, label in zip(words, labels):
         if not word:
             continue
-        at = find(word, pos)
-        if at < 0 or (at > pos and text[pos:at].strip()):
+        at = text.find(word, pos)
+        if at < 0 or text[pos:at].strip():
             return None
-        if label == 1:
+        if label == "1":
             kept.append((at, at + len(word)))
         pos = at + len(word)
     if text[pos:].strip():
