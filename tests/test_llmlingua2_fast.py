@@ -145,3 +145,40 @@ def test_implementation_is_a_checked_parameter_of_the_registry_entry():
     with pytest.raises(ParamError) as err:
         resolve_params(info, {"implementation": "fast"})
     assert err.value.field == "implementation" and "'workbench'" in str(err.value)
+
+
+def test_dropped_spans_from_located_words_equal_parsing_the_labels(reference, texts):
+    """WordSpans (words located once, numpy per rate) gives the spans that parsing llmlingua's labelled words gives,
+    for every text and rate (the rate-1 path's regex words included)."""
+    from workbench.methods.llmlingua2_fast import Lingua2Cut
+    from workbench.methods.llmlingua2_spans import LABEL_SEP, WORD_SEP, WordSpans, dropped_from_word_labels
+
+    cutter = Lingua2Cut(reference.llmlingua, reference.family)
+    compared = 0
+    for text in texts:
+        (scored,) = cutter.score([text], force_tokens=["\n", "?"])
+        spans = {}
+        for rate in RATES:
+            result, words, labels = cutter.cut(scored, rate, return_word_label=True, word_sep=WORD_SEP,
+                                               label_sep=LABEL_SEP)
+            located = spans.setdefault(rate >= 1.0, WordSpans(text, words))
+            expected = dropped_from_word_labels(text, result["fn_labeled_original_prompt"])
+            assert located.dropped(labels) == expected, (reference.family, rate, text[:60])
+            compared += expected is not None
+    assert compared >= len(RATES)  # exact spans (not only None) were compared
+
+
+@pytest.mark.parametrize("text,words,labels", [
+    ("a b\nc d", ["a", "b", "\n", "c", "d"], [1, 0, 0, 0, 1]),        # a whitespace word dropped with others
+    ("a b\nc d", ["a", "b", "\n", "c", "d"], [1, 1, 0, 1, 1]),        # only a whitespace word dropped: no span
+    ("  a  b  ", ["a", "", "b"], [0, 1, 1]),                          # empty words are skipped
+    ("a [UNK] b", ["a", "x", "b"], [1, 0, 1]),                        # a word not in the text: None
+    ("a b", [], []),                                                  # no words for a non-blank text: None
+    ("  ", [], []),
+    ("a\x1fb c", ["a\x1fb", "c"], [0, 1]),                            # a separator inside a word: the parse's answer
+])
+def test_word_spans_edge_cases(text, words, labels):
+    from workbench.methods.llmlingua2_spans import LABEL_SEP, WORD_SEP, WordSpans, dropped_from_word_labels
+
+    labelled = WORD_SEP.join(f"{w}{LABEL_SEP}{label}" for w, label in zip(words, labels))
+    assert WordSpans(text, words).dropped(labels) == dropped_from_word_labels(text, labelled)
