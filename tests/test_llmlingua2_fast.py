@@ -23,7 +23,12 @@ def _texts() -> list[str]:
     short = [line.strip() for line in lines if 3 <= len(line.split()) < 20][:4]
     joined = ["\n".join(body[i:i + 6]) for i in (0, 6)]  # ~900+ words: several chunks, cut at '.' or '\n'
     asked = [body[12] + " Who was it ? In 1998 , 2 of 3 ? ? \n\n" + body[13]]
-    return body[:8] + short + joined + asked
+    # What a tokenizer's clean-up could change when a chunk is decoded: " do not", " n't", " 's", " ," ...
+    spoken = ["I do not know , he said . They did n't go , did they ? It 's theirs ! don ' t , do n ' t .'"]
+    # No chunk end in 600 tokens: the first chunk ends inside a word, the second starts with a '##' piece
+    # ("00000000" is the first long word of the vocabulary, split by _tiny_bert into "0000" "##0000").
+    unbroken = ["00000000 " * 300]
+    return body[:8] + short + joined + asked + spoken + unbroken
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +100,23 @@ def test_long_texts_are_chunked_like_llmlingua(reference, texts):
     long = max(texts, key=len)
     (scored,) = cutter.score([long])
     assert len(scored.chunks) >= 2  # the comparison above covers more than one classifier chunk
+
+
+def test_chunks_that_decode_to_their_own_tokens_skip_the_second_tokenization(reference, texts):
+    """For the BERT WordPiece pipeline a chunk's tokens are used as they are (proved in _wordpiece_round_trip),
+    except a chunk that starts inside a word; the texts above include one (so the identity tests cover both), and
+    for every chunk the tokens used equal what decoding and tokenizing again gives."""
+    from workbench.methods.llmlingua2_fast import Lingua2Cut
+
+    cutter = Lingua2Cut(reference.llmlingua, reference.family)
+    tok = reference.llmlingua.tokenizer
+    chunks = [c for text in texts for c in cutter.score([text])[0].chunk_tokens]
+    used = cutter._chunk_tokens(chunks)
+    assert cutter._round_trip is reference.family.startswith("bert")
+    assert used == [tok.tokenize(tok.convert_tokens_to_string(c)) for c in chunks]
+    if cutter._round_trip:
+        assert any(c[0].startswith("##") for c in chunks)  # the chunk that is tokenized again
+        assert sum(u is c for u, c in zip(used, chunks)) >= len(chunks) - 1
 
 
 def test_batched_scoring_equals_one_text_at_a_time(reference, texts):

@@ -48,7 +48,7 @@ class Scored:
 
     chunks: list[_Chunk]
     origin_tokens: int
-    texts: list[str]        # the chunks' texts (force tokens still replaced by [NEWi]), for rate 1.0
+    chunk_tokens: list      # each chunk's tokens (force tokens still replaced by [NEWi]); decoded for rate 1.0
     token_map: dict         # force token -> its [NEWi] stand-in
 
 
@@ -64,6 +64,7 @@ class Lingua2Cut:
         self._oai_memo: dict[str, int] = {}
         self._id_memo: dict[str, int] = {}   # token string -> id (convert_tokens_to_ids)
         self._backend_tokenize: bool | None = None  # tokenize == the backend's encode_batch (decided on first use)
+        self._round_trip: bool | None = None  # decode + tokenize gives a chunk's tokens back (see _chunk_tokens)
 
     # --- llmlingua's preparation of the text -----------------------------------------------------------------
 
@@ -92,32 +93,48 @@ class Lingua2Cut:
             backend.encode_special_tokens = tok.split_special_tokens
         return [e.tokens for e in backend.encode_batch(list(texts), add_special_tokens=False)]
 
-    def _chunks(self, tokens: list[str], chunk_end_tokens: set) -> list[str]:
+    def _chunks(self, tokens: list[str], chunk_end_tokens: set) -> list[list[str]]:
         """llmlingua's ``__chunk_context`` over a text's tokens: cut before max_seq_len - 2 tokens, back to the
-        last chunk-end token."""
-        tok = self.obj.tokenizer
+        last chunk-end token. Returns the chunks' tokens; llmlingua decodes each (:meth:`_chunk_text`) and tokenizes
+        the decoded text again for the classifier (:meth:`_chunk_rows`)."""
         max_len = self.obj.max_seq_len - 2
         n, st, out = len(tokens), 0, []
         while st < n:
             if st + max_len > n - 1:
-                out.append(tok.convert_tokens_to_string(tokens[st:n]))
+                out.append(tokens[st:n])
                 break
             ed = st + max_len
             for j in range(ed - st):
                 if tokens[ed - j] in chunk_end_tokens:
                     ed = ed - j
                     break
-            out.append(tok.convert_tokens_to_string(tokens[st:ed + 1]))
+            out.append(tokens[st:ed + 1])
             st = ed + 1
         return out
 
-    def _clf_rows(self, chunks: list[str]) -> list[tuple[list[int], list[bool] | None]]:
+    def _chunk_text(self, tokens: list[str]) -> str:
+        return self.obj.tokenizer.convert_tokens_to_string(tokens)
+
+    def _chunk_tokens(self, chunks: list[list[str]]) -> list[list[str]]:
+        """What llmlingua's classifier rows tokenize: each chunk decoded and tokenized again. Where that provably
+        gives the chunk's own tokens back (:func:`_wordpiece_round_trip`), they are used as they are."""
+        if self._round_trip is None:
+            if self._backend_tokenize is None:
+                self._backend_tokenize = _tokenize_is_backend_encode(self.obj.tokenizer)
+            self._round_trip = self._backend_tokenize and _wordpiece_round_trip(self.obj.tokenizer)
+        again = [i for i, c in enumerate(chunks) if not (self._round_trip and c and not c[0].startswith("##"))]
+        out = list(chunks)
+        for i, tokens in zip(again, self._tokenize([self._chunk_text(chunks[i]) for i in again])):
+            out[i] = tokens
+        return out
+
+    def _clf_rows(self, chunks: list[list[str]]) -> list[tuple[list[int], list[bool] | None]]:
         """llmlingua's ``TokenClfDataset`` rows, unpadded: its BERT-named special tokens for either family (an
         XLM-R vocabulary maps them to <unk>), truncated to max_seq_len; the mask is 'not the string [PAD]' (None:
         no token of the row is, every one counts)."""
         tok = self.obj.tokenizer
         memo, rows = self._id_memo, []
-        for tokens in self._tokenize(chunks):
+        for tokens in self._chunk_tokens(chunks):
             tokens = (["[CLS]"] + tokens + ["[SEP]"])[:self.obj.max_seq_len]
             missing = set(tokens).difference(memo)
             if missing:
@@ -277,7 +294,7 @@ class Lingua2Cut:
         tok = self.obj.tokenizer
         texts, all_words, all_labels = [], [], []
         if reduce_rate <= 0:  # llmlingua's rate-1 path: the chunks back as they were, every regex word kept
-            for chunk in scored.texts:
+            for chunk in map(self._chunk_text, scored.chunk_tokens):
                 for ori, new in scored.token_map.items():
                     chunk = chunk.replace(new, ori)
                 texts.append(chunk)
@@ -370,3 +387,45 @@ def _tokenize_is_backend_encode(tok) -> bool:
     return (isinstance(tok, PreTrainedTokenizerFast) and getattr(type(tok), "tokenize", None)
             is PreTrainedTokenizerFast.tokenize and hasattr(tok, "_tokenizer")
             and hasattr(tok, "set_truncation_and_padding") and hasattr(tok, "split_special_tokens"))
+
+
+def _wordpiece_round_trip(tok) -> bool:
+    """Whether decoding a chunk's tokens and tokenizing the text again gives the same tokens, for every chunk
+    whose first token begins a word: true of a BERT WordPiece pipeline as the official LLMLingua-2 checkpoint
+    has it, by these steps (and what each check below rules out):
+
+    - the decoder (``decoders.WordPiece``, prefix '##') joins a word's pieces, puts one space before every other
+      token and, with ``cleanup``, removes it again only before a token '.', '?', '!' or ',' (its clean-up
+      applies to one token at a time: " do not" or " n't" never reach it as one string);
+    - the pre-tokenizer (``BertPreTokenizer``) splits at whitespace and isolates every punctuation character,
+      so that text splits into exactly the original pre-tokens, each a word whose pieces were the tokens;
+    - the normaliser (``BertNormalizer`` without lowercasing or accent stripping) maps the already normalised
+      characters to themselves;
+    - ``WordPiece`` (greedy longest match first) gives a word its pieces again, and a word cut at the chunk's
+      end (its first pieces) the same first pieces; a word it could not split is '[UNK]', matched as such;
+    - added tokens are bracketed names ('[CLS]', llmlingua's '[NEW0]'), matched in the text as tokens: the
+      decoded text holds one only where a token was one ('[' is always followed by a space there), and special
+      tokens are not split (``split_special_tokens`` off).
+
+    A chunk that starts inside a word (its first token '##...') is decoded and tokenized again. The identity
+    tests compare the result with llmlingua's own on texts that exercise each case."""
+    try:
+        from tokenizers import decoders, models, normalizers, pre_tokenizers
+    except ImportError:
+        return False
+    backend = getattr(tok, "_tokenizer", None)
+    if backend is None or getattr(tok, "split_special_tokens", True):
+        return False
+    from transformers import PreTrainedTokenizerFast
+
+    if getattr(type(tok), "convert_tokens_to_string", None) is not PreTrainedTokenizerFast.convert_tokens_to_string:
+        return False
+    norm, pre, model, dec = backend.normalizer, backend.pre_tokenizer, backend.model, backend.decoder
+    return (isinstance(norm, normalizers.BertNormalizer) and not norm.lowercase and not norm.strip_accents
+            and isinstance(pre, pre_tokenizers.BertPreTokenizer)
+            and isinstance(model, models.WordPiece) and model.continuing_subword_prefix == "##"
+            and isinstance(dec, decoders.WordPiece) and dec.prefix == "##"
+            and all(re.fullmatch(r"\[\w+\]", t.content) for t in backend.get_added_tokens_decoder().values())
+            and model.unk_token in {t.content for t in backend.get_added_tokens_decoder().values()}
+            # the installed decoder cleans up one token at a time (a whole-string clean-up would join these)
+            and (not dec.cleanup or dec.decode(["I", "do", "not", "n", "'", "t", "a", ","]) == "I do not n ' t a,"))
