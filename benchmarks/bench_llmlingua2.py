@@ -100,7 +100,7 @@ def _floor(compressor, text: str, rate: float, repeats: int) -> float:
     result, _, _ = cutter.cut(scored, rate)
     kept = []
     for chunk in scored.chunks:  # the words each chunk keeps at this rate (as the cut decodes them)
-        one, _, labels = cutter.cut(type(scored)([chunk], scored.origin_tokens, [], scored.token_map), rate)
+        _, _, labels = cutter.cut(type(scored)([chunk], scored.origin_tokens, [], scored.token_map), rate)
         kept.append([w for w, label in zip(chunk.words, labels) if label])
 
     def passes():

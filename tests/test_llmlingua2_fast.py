@@ -103,7 +103,7 @@ def test_long_texts_are_chunked_like_llmlingua(reference, texts):
 
 
 def test_chunks_that_decode_to_their_own_tokens_skip_the_second_tokenization(reference, texts):
-    """For the BERT WordPiece pipeline a chunk's tokens are used as they are (proved in _wordpiece_round_trip),
+    """For the BERT WordPiece pipeline a chunk's tokens are used as they are (proved in llmlingua2_tokens.wordpiece_round_trip),
     except a chunk that starts inside a word; the texts above include one (so the identity tests cover both), and
     for every chunk the tokens used equal what decoding and tokenizing again gives."""
     from workbench.methods.llmlingua2_fast import Lingua2Cut

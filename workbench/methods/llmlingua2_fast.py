@@ -26,6 +26,11 @@ import string
 from dataclasses import dataclass
 from itertools import compress
 
+from workbench.methods.llmlingua2_tokens import (
+    tokenize_is_backend_encode,
+    wordpiece_round_trip,
+)
+
 _DIGIT = re.compile(r"\d")
 _PUNCT = set(string.punctuation)
 
@@ -81,10 +86,13 @@ class Lingua2Cut:
         if not texts:
             return []
         if self._backend_tokenize is None:
-            self._backend_tokenize = _tokenize_is_backend_encode(tok)
+            self._backend_tokenize = tokenize_is_backend_encode(tok)
         if not self._backend_tokenize:
             return [tok.tokenize(t) for t in texts]
-        from transformers.tokenization_utils_base import PaddingStrategy, TruncationStrategy
+        from transformers.tokenization_utils_base import (
+            PaddingStrategy,
+            TruncationStrategy,
+        )
 
         tok.set_truncation_and_padding(PaddingStrategy.DO_NOT_PAD, TruncationStrategy.DO_NOT_TRUNCATE, None, 0, None,
                                        None)
@@ -117,11 +125,11 @@ class Lingua2Cut:
 
     def _chunk_tokens(self, chunks: list[list[str]]) -> list[list[str]]:
         """What llmlingua's classifier rows tokenize: each chunk decoded and tokenized again. Where that provably
-        gives the chunk's own tokens back (:func:`_wordpiece_round_trip`), they are used as they are."""
+        gives the chunk's own tokens back (:func:`wordpiece_round_trip`), they are used as they are."""
         if self._round_trip is None:
             if self._backend_tokenize is None:
-                self._backend_tokenize = _tokenize_is_backend_encode(self.obj.tokenizer)
-            self._round_trip = self._backend_tokenize and _wordpiece_round_trip(self.obj.tokenizer)
+                self._backend_tokenize = tokenize_is_backend_encode(self.obj.tokenizer)
+            self._round_trip = self._backend_tokenize and wordpiece_round_trip(self.obj.tokenizer)
         again = [i for i, c in enumerate(chunks) if not (self._round_trip and c and not c[0].startswith("##"))]
         out = list(chunks)
         for i, tokens in zip(again, self._tokenize([self._chunk_text(chunks[i]) for i in again])):
@@ -375,57 +383,3 @@ def _consecutive_forced(words, forced, high):
         else:
             between = True
     return zero
-
-
-def _tokenize_is_backend_encode(tok) -> bool:
-    """Whether ``tok.tokenize`` is transformers' own fast-tokenizer ``tokenize`` (one ``encode_batch`` of the
-    backend, no special tokens), not a slow tokenizer's or an override."""
-    try:
-        from transformers import PreTrainedTokenizerFast
-    except ImportError:
-        return False
-    return (isinstance(tok, PreTrainedTokenizerFast) and getattr(type(tok), "tokenize", None)
-            is PreTrainedTokenizerFast.tokenize and hasattr(tok, "_tokenizer")
-            and hasattr(tok, "set_truncation_and_padding") and hasattr(tok, "split_special_tokens"))
-
-
-def _wordpiece_round_trip(tok) -> bool:
-    """Whether decoding a chunk's tokens and tokenizing the text again gives the same tokens, for every chunk
-    whose first token begins a word: true of a BERT WordPiece pipeline as the official LLMLingua-2 checkpoint
-    has it, by these steps (and what each check below rules out):
-
-    - the decoder (``decoders.WordPiece``, prefix '##') joins a word's pieces, puts one space before every other
-      token and, with ``cleanup``, removes it again only before a token '.', '?', '!' or ',' (its clean-up
-      applies to one token at a time: " do not" or " n't" never reach it as one string);
-    - the pre-tokenizer (``BertPreTokenizer``) splits at whitespace and isolates every punctuation character,
-      so that text splits into exactly the original pre-tokens, each a word whose pieces were the tokens;
-    - the normaliser (``BertNormalizer`` without lowercasing or accent stripping) maps the already normalised
-      characters to themselves;
-    - ``WordPiece`` (greedy longest match first) gives a word its pieces again, and a word cut at the chunk's
-      end (its first pieces) the same first pieces; a word it could not split is '[UNK]', matched as such;
-    - added tokens are bracketed names ('[CLS]', llmlingua's '[NEW0]'), matched in the text as tokens: the
-      decoded text holds one only where a token was one ('[' is always followed by a space there), and special
-      tokens are not split (``split_special_tokens`` off).
-
-    A chunk that starts inside a word (its first token '##...') is decoded and tokenized again. The identity
-    tests compare the result with llmlingua's own on texts that exercise each case."""
-    try:
-        from tokenizers import decoders, models, normalizers, pre_tokenizers
-    except ImportError:
-        return False
-    backend = getattr(tok, "_tokenizer", None)
-    if backend is None or getattr(tok, "split_special_tokens", True):
-        return False
-    from transformers import PreTrainedTokenizerFast
-
-    if getattr(type(tok), "convert_tokens_to_string", None) is not PreTrainedTokenizerFast.convert_tokens_to_string:
-        return False
-    norm, pre, model, dec = backend.normalizer, backend.pre_tokenizer, backend.model, backend.decoder
-    return (isinstance(norm, normalizers.BertNormalizer) and not norm.lowercase and not norm.strip_accents
-            and isinstance(pre, pre_tokenizers.BertPreTokenizer)
-            and isinstance(model, models.WordPiece) and model.continuing_subword_prefix == "##"
-            and isinstance(dec, decoders.WordPiece) and dec.prefix == "##"
-            and all(re.fullmatch(r"\[\w+\]", t.content) for t in backend.get_added_tokens_decoder().values())
-            and model.unk_token in {t.content for t in backend.get_added_tokens_decoder().values()}
-            # the installed decoder cleans up one token at a time (a whole-string clean-up would join these)
-            and (not dec.cleanup or dec.decode(["I", "do", "not", "n", "'", "t", "a", ","]) == "I do not n ' t a,"))

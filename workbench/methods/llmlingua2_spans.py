@@ -52,26 +52,25 @@ class WordSpans:
         # A separator inside a word would change how the labelled string parses: keep that parse's answer.
         self.words = list(words) if (WORD_SEP in joined or LABEL_SEP in joined) else None
         self.located = True
-        index, starts, ends, pos = [], [], [], 0
-        for i, word in enumerate(words):
-            if not word:
-                continue
-            at = text.find(word, pos)
-            if at < 0 or text[pos:at].strip():
+        index = [i for i, word in enumerate(words) if word] if "" in words else range(len(words))
+        present = [words[i] for i in index] if "" in words else words
+        find, starts, pos = text.find, [], 0
+        for word in present:
+            at = find(word, pos)
+            # str.strip() and str.isspace() agree on what whitespace is
+            if at != pos and (at < 0 or not text[pos:at].isspace()):
                 self.located = False
                 break
-            index.append(i)
             starts.append(at)
             pos = at + len(word)
-            ends.append(pos)
-        if text[pos:].strip():
+        if self.located and pos < len(text) and not text[pos:].isspace():
             self.located = False
         self.index = np.asarray(index, dtype=np.int64)
         self.starts = np.asarray(starts, dtype=np.int64)
-        self.ends = np.asarray(ends, dtype=np.int64)
+        self.ends = self.starts + np.fromiter(map(len, present[:len(starts)]), dtype=np.int64, count=len(starts))
         # A dropped span survives dropped_spans' strip() only if it holds a word with more than whitespace: the
         # gaps between located words are whitespace by construction.
-        self.solid = np.asarray([bool(words[i].strip()) for i in index], dtype=bool)
+        self.solid = ~np.fromiter(map(str.isspace, present), dtype=bool, count=len(present))
 
     def dropped(self, labels) -> list[tuple[int, int]] | None:
         """Dropped spans for per-word ``labels`` (1 = kept), one per word given to the constructor."""

@@ -37,23 +37,25 @@ import re
 import threading
 from typing import Any
 
+from workbench.methods.llmlingua2_spans import LABEL_SEP as _LABEL_SEP
+from workbench.methods.llmlingua2_spans import WORD_SEP as _WORD_SEP
+from workbench.methods.llmlingua2_spans import WordSpans
+from workbench.methods.llmlingua2_spans import (
+    dropped_from_word_labels as _dropped_from_word_labels,
+)
 from workbench.methods.llmlingua_offline import (
     GPT_TOKENIZER,
     LLMLINGUA2_FAMILIES,
-    _ScoreMemo,
     _bare_llmlingua,
+    _gpt_tokenizer,  # noqa: F401 - part of this module's surface
     _hub_offline,
     _llmlingua_on_loaded,
     _rng_state_kept,
+    _ScoreMemo,
     install_sentence_fallback,
     llmlingua2_family,
     split_sentences,
 )
-from workbench.methods.llmlingua_offline import _gpt_tokenizer  # noqa: F401 - part of this module's surface
-from workbench.methods.llmlingua2_spans import LABEL_SEP as _LABEL_SEP
-from workbench.methods.llmlingua2_spans import WORD_SEP as _WORD_SEP
-from workbench.methods.llmlingua2_spans import WordSpans
-from workbench.methods.llmlingua2_spans import dropped_from_word_labels as _dropped_from_word_labels
 from workbench.methods.prompt_base import Compressed, PromptCompressor, align_dropped
 
 # LLMLingua-2's cut: the workbench's vectorised copy (default) or llmlingua's own compress_prompt (the reference).
@@ -113,7 +115,12 @@ class LLMLingua2Compressor(PromptCompressor):
         self._lock = threading.RLock()
 
     def _load(self, evaluated_model) -> None:
-        from workbench.models import ModelLoadError, classify_model_spec, quiet_transformers, resolve_device_dtype
+        from workbench.models import (
+            ModelLoadError,
+            classify_model_spec,
+            quiet_transformers,
+            resolve_device_dtype,
+        )
 
         quiet_transformers()
         device, _ = resolve_device_dtype(self.params["device"], "auto")
