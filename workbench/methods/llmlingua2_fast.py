@@ -5,7 +5,10 @@ llmlingua spends most of a call outside the classifier: per token it builds Pyth
 the token's family rules, per word it runs tiktoken, and it repeats all of it for every rate. Here:
 
 - the classifier sees exactly llmlingua's inputs (its chunking, its ``TokenClfDataset`` ids, padded to
-  ``max_seq_len``), so its probabilities are bit-for-bit llmlingua's;
+  ``max_seq_len``), so its probabilities are bit-for-bit llmlingua's; llmlingua decodes each chunk and
+  tokenizes it again for those ids, which is skipped where it provably returns the chunk's own tokens
+  (``llmlingua2_tokens``);
+- a chunk's words are its pieces joined in one string and split at word starts (no join per word);
 - a token's traits (special? begins a word? forced? contains a digit?) are computed once per distinct id;
 - a word's GPT (cl100k) token count is computed once per distinct word string (memo);
 - word probabilities, thresholds and labels are numpy over the chunk;
