@@ -23,7 +23,12 @@ def _texts() -> list[str]:
     short = [line.strip() for line in lines if 3 <= len(line.split()) < 20][:4]
     joined = ["\n".join(body[i:i + 6]) for i in (0, 6)]  # ~900+ words: several chunks, cut at '.' or '\n'
     asked = [body[12] + " Who was it ? In 1998 , 2 of 3 ? ? \n\n" + body[13]]
-    return body[:8] + short + joined + asked
+    # What a tokenizer's clean-up could change when a chunk is decoded: " do not", " n't", " 's", " ," ...
+    spoken = ["I do not know , he said . They did n't go , did they ? It 's theirs ! don ' t , do n ' t .'"]
+    # No chunk end in 600 tokens: the first chunk ends inside a word, the second starts with a '##' piece
+    # ("00000000" is the first long word of the vocabulary, split by _tiny_bert into "0000" "##0000").
+    unbroken = ["00000000 " * 300]
+    return body[:8] + short + joined + asked + spoken + unbroken
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +102,23 @@ def test_long_texts_are_chunked_like_llmlingua(reference, texts):
     assert len(scored.chunks) >= 2  # the comparison above covers more than one classifier chunk
 
 
+def test_chunks_that_decode_to_their_own_tokens_skip_the_second_tokenization(reference, texts):
+    """For the BERT WordPiece pipeline a chunk's tokens are used as they are (proved in llmlingua2_tokens.wordpiece_round_trip),
+    except a chunk that starts inside a word; the texts above include one (so the identity tests cover both), and
+    for every chunk the tokens used equal what decoding and tokenizing again gives."""
+    from workbench.methods.llmlingua2_fast import Lingua2Cut
+
+    cutter = Lingua2Cut(reference.llmlingua, reference.family)
+    tok = reference.llmlingua.tokenizer
+    chunks = [c for text in texts for c in cutter.score([text])[0].chunk_tokens]
+    used = cutter._chunk_tokens(chunks)
+    assert cutter._round_trip is reference.family.startswith("bert")
+    assert used == [tok.tokenize(tok.convert_tokens_to_string(c)) for c in chunks]
+    if cutter._round_trip:
+        assert any(c[0].startswith("##") for c in chunks)  # the chunk that is tokenized again
+        assert sum(u is c for u, c in zip(used, chunks)) >= len(chunks) - 1
+
+
 def test_batched_scoring_equals_one_text_at_a_time(reference, texts):
     """Chunks of several texts in one forward pass (padding masked): the same words, probabilities and cuts."""
     import numpy as np
@@ -145,3 +167,40 @@ def test_implementation_is_a_checked_parameter_of_the_registry_entry():
     with pytest.raises(ParamError) as err:
         resolve_params(info, {"implementation": "fast"})
     assert err.value.field == "implementation" and "'workbench'" in str(err.value)
+
+
+def test_dropped_spans_from_located_words_equal_parsing_the_labels(reference, texts):
+    """WordSpans (words located once, numpy per rate) gives the spans that parsing llmlingua's labelled words gives,
+    for every text and rate (the rate-1 path's regex words included)."""
+    from workbench.methods.llmlingua2_fast import Lingua2Cut
+    from workbench.methods.llmlingua2_spans import LABEL_SEP, WORD_SEP, WordSpans, dropped_from_word_labels
+
+    cutter = Lingua2Cut(reference.llmlingua, reference.family)
+    compared = 0
+    for text in texts:
+        (scored,) = cutter.score([text], force_tokens=["\n", "?"])
+        spans = {}
+        for rate in RATES:
+            result, words, labels = cutter.cut(scored, rate, return_word_label=True, word_sep=WORD_SEP,
+                                               label_sep=LABEL_SEP)
+            located = spans.setdefault(rate >= 1.0, WordSpans(text, words))
+            expected = dropped_from_word_labels(text, result["fn_labeled_original_prompt"])
+            assert located.dropped(labels) == expected, (reference.family, rate, text[:60])
+            compared += expected is not None
+    assert compared >= len(RATES)  # exact spans (not only None) were compared
+
+
+@pytest.mark.parametrize("text,words,labels", [
+    ("a b\nc d", ["a", "b", "\n", "c", "d"], [1, 0, 0, 0, 1]),        # a whitespace word dropped with others
+    ("a b\nc d", ["a", "b", "\n", "c", "d"], [1, 1, 0, 1, 1]),        # only a whitespace word dropped: no span
+    ("  a  b  ", ["a", "", "b"], [0, 1, 1]),                          # empty words are skipped
+    ("a [UNK] b", ["a", "x", "b"], [1, 0, 1]),                        # a word not in the text: None
+    ("a b", [], []),                                                  # no words for a non-blank text: None
+    ("  ", [], []),
+    ("a\x1fb c", ["a\x1fb", "c"], [0, 1]),                            # a separator inside a word: the parse's answer
+])
+def test_word_spans_edge_cases(text, words, labels):
+    from workbench.methods.llmlingua2_spans import LABEL_SEP, WORD_SEP, WordSpans, dropped_from_word_labels
+
+    labelled = WORD_SEP.join(f"{w}{LABEL_SEP}{label}" for w, label in zip(words, labels))
+    assert WordSpans(text, words).dropped(labels) == dropped_from_word_labels(text, labelled)

@@ -5,7 +5,10 @@ llmlingua spends most of a call outside the classifier: per token it builds Pyth
 the token's family rules, per word it runs tiktoken, and it repeats all of it for every rate. Here:
 
 - the classifier sees exactly llmlingua's inputs (its chunking, its ``TokenClfDataset`` ids, padded to
-  ``max_seq_len``), so its probabilities are bit-for-bit llmlingua's;
+  ``max_seq_len``), so its probabilities are bit-for-bit llmlingua's; llmlingua decodes each chunk and
+  tokenizes it again for those ids, which is skipped where it provably returns the chunk's own tokens
+  (``llmlingua2_tokens``);
+- a chunk's words are its pieces joined in one string and split at word starts (no join per word);
 - a token's traits (special? begins a word? forced? contains a digit?) are computed once per distinct id;
 - a word's GPT (cl100k) token count is computed once per distinct word string (memo);
 - word probabilities, thresholds and labels are numpy over the chunk;
@@ -24,6 +27,12 @@ from __future__ import annotations
 import re
 import string
 from dataclasses import dataclass
+from itertools import compress
+
+from workbench.methods.llmlingua2_tokens import (
+    tokenize_is_backend_encode,
+    wordpiece_round_trip,
+)
 
 _DIGIT = re.compile(r"\d")
 _PUNCT = set(string.punctuation)
@@ -38,6 +47,7 @@ class _Chunk:
     pyfloat: object         # bool array: llmlingua holds this word's probability as a Python float
     forced_word: object     # bool array: the word is one of force_tokens (drop_consecutive)
     oai_counts: object      # int array: GPT tokens of each word
+    shown: list[str]        # the words as llmlingua's word labels spell them (XLM-R: leading '▁' stripped)
 
 
 @dataclass
@@ -46,7 +56,7 @@ class Scored:
 
     chunks: list[_Chunk]
     origin_tokens: int
-    texts: list[str]        # the chunks' texts (force tokens still replaced by [NEWi]), for rate 1.0
+    chunk_tokens: list      # each chunk's tokens (force tokens still replaced by [NEWi]); decoded for rate 1.0
     token_map: dict         # force token -> its [NEWi] stand-in
 
 
@@ -61,6 +71,8 @@ class Lingua2Cut:
         self._token_memo: dict = {}   # (force key, id) -> traits
         self._oai_memo: dict[str, int] = {}
         self._id_memo: dict[str, int] = {}   # token string -> id (convert_tokens_to_ids)
+        self._backend_tokenize: bool | None = None  # tokenize == the backend's encode_batch (decided on first use)
+        self._round_trip: bool | None = None  # decode + tokenize gives a chunk's tokens back (see _chunk_tokens)
 
     # --- llmlingua's preparation of the text -----------------------------------------------------------------
 
@@ -69,46 +81,78 @@ class Lingua2Cut:
         return {t: self.obj.added_tokens[i] for i, t in enumerate(force_tokens) if len(tok.tokenize(t)) != 1}
 
     def _tokenize(self, texts: list[str]) -> list[list[str]]:
-        """``tokenizer.tokenize`` of each text, in one batched call where the tokenizer is a fast one (the same
-        encodings: no special tokens, no truncation, no padding)."""
+        """``tokenizer.tokenize`` of each text. For a transformers fast tokenizer whose ``tokenize`` is the library's
+        own, one call of the backend's ``encode_batch`` with what that ``tokenize`` sets first (no truncation, no
+        padding, no special tokens added, its special-token splitting): the same encodings without building a
+        BatchEncoding per call."""
         tok = self.obj.tokenizer
         if not texts:
             return []
-        if getattr(tok, "is_fast", False):
-            enc = tok(list(texts), add_special_tokens=False)
-            return [enc.tokens(i) for i in range(len(texts))]
-        return [tok.tokenize(t) for t in texts]
+        if self._backend_tokenize is None:
+            self._backend_tokenize = tokenize_is_backend_encode(tok)
+        if not self._backend_tokenize:
+            return [tok.tokenize(t) for t in texts]
+        from transformers.tokenization_utils_base import (
+            PaddingStrategy,
+            TruncationStrategy,
+        )
 
-    def _chunks(self, tokens: list[str], chunk_end_tokens: set) -> list[str]:
+        tok.set_truncation_and_padding(PaddingStrategy.DO_NOT_PAD, TruncationStrategy.DO_NOT_TRUNCATE, None, 0, None,
+                                       None)
+        backend = tok._tokenizer
+        if backend.encode_special_tokens != tok.split_special_tokens:
+            backend.encode_special_tokens = tok.split_special_tokens
+        return [e.tokens for e in backend.encode_batch(list(texts), add_special_tokens=False)]
+
+    def _chunks(self, tokens: list[str], chunk_end_tokens: set) -> list[list[str]]:
         """llmlingua's ``__chunk_context`` over a text's tokens: cut before max_seq_len - 2 tokens, back to the
-        last chunk-end token."""
-        tok = self.obj.tokenizer
+        last chunk-end token. Returns the chunks' tokens; llmlingua decodes each (:meth:`_chunk_text`) and tokenizes
+        the decoded text again for the classifier (:meth:`_chunk_rows`)."""
         max_len = self.obj.max_seq_len - 2
         n, st, out = len(tokens), 0, []
         while st < n:
             if st + max_len > n - 1:
-                out.append(tok.convert_tokens_to_string(tokens[st:n]))
+                out.append(tokens[st:n])
                 break
             ed = st + max_len
             for j in range(ed - st):
                 if tokens[ed - j] in chunk_end_tokens:
                     ed = ed - j
                     break
-            out.append(tok.convert_tokens_to_string(tokens[st:ed + 1]))
+            out.append(tokens[st:ed + 1])
             st = ed + 1
         return out
 
-    def _clf_rows(self, chunks: list[str]) -> list[tuple[list[int], list[bool]]]:
+    def _chunk_text(self, tokens: list[str]) -> str:
+        return self.obj.tokenizer.convert_tokens_to_string(tokens)
+
+    def _chunk_tokens(self, chunks: list[list[str]]) -> list[list[str]]:
+        """What llmlingua's classifier rows tokenize: each chunk decoded and tokenized again. Where that provably
+        gives the chunk's own tokens back (:func:`wordpiece_round_trip`), they are used as they are."""
+        if self._round_trip is None:
+            if self._backend_tokenize is None:
+                self._backend_tokenize = tokenize_is_backend_encode(self.obj.tokenizer)
+            self._round_trip = self._backend_tokenize and wordpiece_round_trip(self.obj.tokenizer)
+        again = [i for i, c in enumerate(chunks) if not (self._round_trip and c and not c[0].startswith("##"))]
+        out = list(chunks)
+        for i, tokens in zip(again, self._tokenize([self._chunk_text(chunks[i]) for i in again])):
+            out[i] = tokens
+        return out
+
+    def _clf_rows(self, chunks: list[list[str]]) -> list[tuple[list[int], list[bool] | None]]:
         """llmlingua's ``TokenClfDataset`` rows, unpadded: its BERT-named special tokens for either family (an
-        XLM-R vocabulary maps them to <unk>), truncated to max_seq_len; the mask is 'not the string [PAD]'."""
+        XLM-R vocabulary maps them to <unk>), truncated to max_seq_len; the mask is 'not the string [PAD]' (None:
+        no token of the row is, every one counts)."""
         tok = self.obj.tokenizer
-        rows = []
-        for tokens in self._tokenize(chunks):
+        memo, rows = self._id_memo, []
+        for tokens in self._chunk_tokens(chunks):
             tokens = (["[CLS]"] + tokens + ["[SEP]"])[:self.obj.max_seq_len]
-            missing = [t for t in set(tokens) if t not in self._id_memo]
+            missing = set(tokens).difference(memo)
             if missing:
-                self._id_memo.update(zip(missing, tok.convert_tokens_to_ids(missing)))
-            rows.append(([self._id_memo[t] for t in tokens], [t != "[PAD]" for t in tokens]))
+                missing = list(missing)
+                memo.update(zip(missing, tok.convert_tokens_to_ids(missing)))
+            ids = list(map(memo.__getitem__, tokens))  # convert_tokens_to_ids, one dict look-up a token
+            rows.append((ids, [t != "[PAD]" for t in tokens] if "[PAD]" in tokens else None))
         return rows
 
     # --- scoring ---------------------------------------------------------------------------------------------
@@ -143,14 +187,15 @@ class Lingua2Cut:
         with torch.no_grad():
             for at in range(0, len(rows), size):
                 batch = rows[at:at + size]
-                ids = torch.full((len(batch), seq), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), seq), dtype=torch.bool)
+                ids_np = np.full((len(batch), seq), pad, dtype=np.int64)
+                mask_np = np.zeros((len(batch), seq), dtype=bool)
                 for i, (row, keep) in enumerate(batch):
-                    ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
-                    mask[i, :len(row)] = torch.tensor(keep, dtype=torch.bool)
-                ids, mask = ids.to(self.obj.device), mask.to(self.obj.device)
+                    ids_np[i, :len(row)] = row
+                    mask_np[i, :len(row)] = True if keep is None else keep
+                ids = torch.from_numpy(ids_np).to(self.obj.device)
+                mask = torch.from_numpy(mask_np).to(self.obj.device)
                 probs = F.softmax(self.obj.model(input_ids=ids, attention_mask=mask).logits, dim=-1)[:, :, 1]
-                probs, ids_np, mask_np = probs.cpu().numpy(), ids.cpu().numpy(), mask.cpu().numpy()
+                probs = probs.cpu().numpy()
                 for j in range(len(batch)):
                     reduced.append(self._words(ids_np[j][mask_np[j]], probs[j][mask_np[j]], force_tokens, token_map,
                                                key, token_to_word, np))
@@ -167,7 +212,7 @@ class Lingua2Cut:
             return memo
         values = set(token_map.values())
         if token in self.obj.special_tokens:
-            traits = (True, False, False, False, "", "")
+            traits = (True, False, False, False, "", "", "")
         else:
             if self.bert:
                 pure = token.lstrip("##")  # noqa: B005, PLE1310 - llmlingua strips every leading "#"
@@ -180,7 +225,7 @@ class Lingua2Cut:
             for ori, new in token_map.items():
                 replaced = replaced.replace(new, ori)
             digit = bool(force_reserve_digit and _DIGIT.search(token))
-            traits = (False, begin, forced, digit, replaced, pure)
+            traits = (False, begin, forced, digit, replaced, pure, replaced.lstrip("▁"))
         if len(self._token_memo) > 500_000:
             self._token_memo.clear()
         self._token_memo[(key, token_id)] = traits
@@ -191,9 +236,14 @@ class Lingua2Cut:
         tok = self.obj.tokenizer
         force_reserve_digit = key[2]
         uniq, inverse = np.unique(ids, return_inverse=True)
-        names = tok.convert_ids_to_tokens(uniq.tolist())
-        traits = [self._traits(int(i), t, force_tokens, token_map, key, force_reserve_digit)
-                  for i, t in zip(uniq, names)]
+        uniq = uniq.tolist()
+        traits = [self._token_memo.get((key, i)) for i in uniq]
+        if None in traits:  # token strings only for ids not seen with these options yet
+            missing = [i for i, t in zip(uniq, traits) if t is None]
+            found = dict(zip(missing, tok.convert_ids_to_tokens(missing)))
+            traits = [t if t is not None else
+                      self._traits(i, found[i], force_tokens, token_map, key, force_reserve_digit)
+                      for i, t in zip(uniq, traits)]
         t_special = np.array([t[0] for t in traits], dtype=bool)[inverse]
         keep = ~t_special
         inv = inverse[keep]
@@ -209,11 +259,11 @@ class Lingua2Cut:
         word_of = np.cumsum(begin) - 1
         n_words = int(begin.sum())
         starts = np.flatnonzero(begin)
-        pieces = [traits_r if b else pure for traits_r, pure, b in
-                  zip((traits[k][4] for k in inv), (traits[k][5] for k in inv), begin)]
-        bounds = list(starts) + [len(pieces)]
-        words = ["".join(pieces[bounds[w]:bounds[w + 1]]) for w in range(n_words)]
-        lengths = np.diff(np.asarray(bounds))
+        words = _join_pieces(traits, inv, begin, 4, np)
+        # XLM-R words lose their leading '▁' in the word labels. A continuation piece never starts with '▁' (it
+        # would begin a word), so stripping a word is stripping its first piece.
+        shown = words if self.bert else _join_pieces(traits, inv, begin, 6, np)
+        lengths = np.diff(np.append(starts, len(p)))
         if token_to_word == "mean":
             acc = np.zeros(n_words, dtype=p.dtype)
             pos = np.arange(len(p)) - starts[word_of] if len(p) else np.zeros(0, dtype=np.int64)
@@ -228,9 +278,12 @@ class Lingua2Cut:
             pyfloat = one[starts]
         else:
             raise NotImplementedError()
-        forced_word = np.array([w in force_tokens for w in words], dtype=bool)
-        counts = np.array([self._oai_count(w) for w in words], dtype=np.int64)
-        return _Chunk(words, word_probs, pyfloat, forced_word, counts)
+        force_set = set(force_tokens)
+        forced_word = np.fromiter(map(force_set.__contains__, words), dtype=bool, count=n_words)
+        counts = list(map(self._oai_memo.get, words))
+        if None in counts:
+            counts = [self._oai_count(w) if c is None else c for w, c in zip(words, counts)]
+        return _Chunk(words, word_probs, pyfloat, forced_word, np.asarray(counts, dtype=np.int64), shown)
 
     def _oai_count(self, word: str) -> int:
         n = self._oai_memo.get(word)
@@ -252,7 +305,7 @@ class Lingua2Cut:
         tok = self.obj.tokenizer
         texts, all_words, all_labels = [], [], []
         if reduce_rate <= 0:  # llmlingua's rate-1 path: the chunks back as they were, every regex word kept
-            for chunk in scored.texts:
+            for chunk in map(self._chunk_text, scored.chunk_tokens):
                 for ori, new in scored.token_map.items():
                     chunk = chunk.replace(new, ori)
                 texts.append(chunk)
@@ -280,10 +333,10 @@ class Lingua2Cut:
                         labels[i] = 0
                     else:
                         last = i
-            keep_words = [ch.words[i] for i in np.flatnonzero(labels)]
-            texts.append(tok.convert_tokens_to_string(keep_words))
-            all_words.extend(ch.words if self.bert else [w.lstrip("▁") for w in ch.words])
-            all_labels.extend(labels.tolist())
+            labels = labels.tolist()
+            texts.append(tok.convert_tokens_to_string(list(compress(ch.words, labels))))
+            all_words.extend(ch.shown)
+            all_labels.extend(labels)
         compressed = "".join(texts)
         n_compressed = len(self.obj.oai_tokenizer.encode(compressed))
         n_original = scored.origin_tokens
@@ -296,6 +349,24 @@ class Lingua2Cut:
             res["fn_labeled_original_prompt"] = word_sep.join(
                 f"{w}{label_sep}{label}" for w, label in zip(all_words, all_labels))
         return res, all_words, all_labels
+
+
+_WORD_START = "\x00"  # marks where a word begins while a chunk's pieces are joined in one string
+
+
+def _join_pieces(traits, inv, begin, field: int, np) -> list[str]:
+    """A chunk's words: its (non-special) tokens' pieces in order, a word starting at each begin token; the
+    begin piece is ``traits[...][field]``, a continuation piece the token's pure form. Joined in one string with
+    a marker before each word and split there (one pass in C instead of one join per word); a piece holding
+    the marker itself makes the count differ, and then the words are joined one by one."""
+    table = np.array([_WORD_START + t[field] if t[1] else t[5] for t in traits] + [""], dtype=object)
+    pieces = table[inv]
+    words = "".join(pieces).split(_WORD_START)[1:]
+    if len(words) == int(begin.sum()):
+        return words
+    bounds = np.append(np.flatnonzero(begin), len(inv))
+    plain = [p[1:] if b else p for p, b in zip(pieces.tolist(), begin.tolist())]
+    return ["".join(plain[bounds[w]:bounds[w + 1]]) for w in range(len(bounds) - 1)]
 
 
 def _consecutive_forced(words, forced, high):

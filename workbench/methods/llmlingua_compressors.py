@@ -37,26 +37,30 @@ import re
 import threading
 from typing import Any
 
+from workbench.methods.llmlingua2_spans import LABEL_SEP as _LABEL_SEP
+from workbench.methods.llmlingua2_spans import WORD_SEP as _WORD_SEP
+from workbench.methods.llmlingua2_spans import WordSpans
+from workbench.methods.llmlingua2_spans import (
+    dropped_from_word_labels as _dropped_from_word_labels,
+)
 from workbench.methods.llmlingua_offline import (
     GPT_TOKENIZER,
     LLMLINGUA2_FAMILIES,
-    _ScoreMemo,
     _bare_llmlingua,
+    _gpt_tokenizer,  # noqa: F401 - part of this module's surface
     _hub_offline,
     _llmlingua_on_loaded,
     _rng_state_kept,
+    _ScoreMemo,
     install_sentence_fallback,
     llmlingua2_family,
     split_sentences,
 )
-from workbench.methods.llmlingua_offline import _gpt_tokenizer  # noqa: F401 - part of this module's surface
-from workbench.methods.prompt_base import Compressed, PromptCompressor, align_dropped, dropped_spans
+from workbench.methods.prompt_base import Compressed, PromptCompressor, align_dropped
 
 # LLMLingua-2's cut: the workbench's vectorised copy (default) or llmlingua's own compress_prompt (the reference).
 IMPLEMENTATIONS = ("workbench", "llmlingua")
 
-# Separators for llmlingua-2's word labels: control characters, which neither family's words contain.
-_WORD_SEP, _LABEL_SEP = "\x1e", "\x1f"
 
 
 # --- stand-ins around llmlingua: the offline fixes, and the score memo for compress_rates -------------------
@@ -111,7 +115,12 @@ class LLMLingua2Compressor(PromptCompressor):
         self._lock = threading.RLock()
 
     def _load(self, evaluated_model) -> None:
-        from workbench.models import ModelLoadError, classify_model_spec, quiet_transformers, resolve_device_dtype
+        from workbench.models import (
+            ModelLoadError,
+            classify_model_spec,
+            quiet_transformers,
+            resolve_device_dtype,
+        )
 
         quiet_transformers()
         device, _ = resolve_device_dtype(self.params["device"], "auto")
@@ -154,15 +163,17 @@ class LLMLingua2Compressor(PromptCompressor):
             options["chunk_end_tokens"] = list(self.params["chunk_end_tokens"])
         return options
 
-    def _cut(self, scored, rate: float) -> dict:
-        result, _, _ = self.cutter.cut(scored, rate, drop_consecutive=self.params["drop_consecutive"],
-                                       return_word_label=True, word_sep=_WORD_SEP, label_sep=_LABEL_SEP)
-        return result
+    def _own_result(self, text: str, scored, rate: float, spans: dict) -> Compressed:
+        """Our cut at ``rate`` as a Compressed. The words' places in ``text`` do not depend on the rate: ``spans``
+        (a dict per text, filled here) keeps them for the text's other rates, so each rate's dropped spans are
+        numpy over its labels; the same spans as parsing llmlingua's labelled words (its rate-1 words differ)."""
+        result, words, labels = self.cutter.cut(scored, rate, drop_consecutive=self.params["drop_consecutive"])
+        key = rate >= 1.0
+        if key not in spans:
+            spans[key] = WordSpans(text, words)
+        return self._compressed(text, result, spans[key].dropped(labels))
 
     def _call(self, text: str, rate: float) -> dict:
-        if self.cutter is not None:
-            (scored,) = self.cutter.score([text], **self._score_options())
-            return self._cut(scored, rate)
         extra = {}
         if self.params["chunk_end_tokens"] is not None:
             extra["chunk_end_tokens"] = list(self.params["chunk_end_tokens"])
@@ -173,8 +184,11 @@ class LLMLingua2Compressor(PromptCompressor):
             label_sep=_LABEL_SEP, **extra)
 
     def _result(self, text: str, result: dict) -> Compressed:
+        return self._compressed(text, result, _dropped_from_word_labels(text, result.get("fn_labeled_original_prompt",
+                                                                                            "")))
+
+    def _compressed(self, text: str, result: dict, dropped) -> Compressed:
         compressed = result["compressed_prompt"]
-        dropped = _dropped_from_word_labels(text, result.get("fn_labeled_original_prompt", ""))
         exact = dropped is not None
         if not exact:
             dropped = align_dropped(text, compressed)
@@ -184,6 +198,9 @@ class LLMLingua2Compressor(PromptCompressor):
     def _compress(self, text: str, rate: float, question: str | None) -> Compressed:
         _check_rate(rate)
         with self._lock:
+            if self.cutter is not None:
+                (scored,) = self.cutter.score([text], **self._score_options())
+                return self._own_result(text, scored, rate, {})
             return self._result(text, self._call(text, rate))
 
     def compress_rates(self, text: str, rates: list[float], question: str | None = None) -> dict[float, Compressed]:
@@ -220,37 +237,15 @@ class LLMLingua2Compressor(PromptCompressor):
             chunks = sum(len(s.chunks) for s in scored) or 1
             out = []
             for text, one in zip(texts, scored):
-                per_rate, share = {}, scoring * len(one.chunks) / chunks
+                per_rate, share, spans = {}, scoring * len(one.chunks) / chunks, {}
                 for rate in rates:
                     start = time.perf_counter()
-                    compressed = self._result(text, self._cut(one, rate))
+                    compressed = self._own_result(text, one, rate, spans)
                     compressed.seconds = time.perf_counter() - start + share
                     share = 0.0
                     per_rate[rate] = compressed
                 out.append(per_rate)
             return out
-
-
-def _dropped_from_word_labels(text: str, labelled: str) -> list[tuple[int, int]] | None:
-    """Exact dropped spans from llmlingua-2's per-word keep labels, locating each word in ``text`` in order.
-    None when a word cannot be located with only whitespace before it (e.g. an [UNK] word), so the caller
-    falls back to aligning the compressed text."""
-    if not labelled:
-        return [] if not text.strip() else None
-    kept, pos = [], 0
-    for item in labelled.split(_WORD_SEP):
-        word, _, label = item.rpartition(_LABEL_SEP)
-        if not word:
-            continue
-        at = text.find(word, pos)
-        if at < 0 or text[pos:at].strip():
-            return None
-        if label == "1":
-            kept.append((at, at + len(word)))
-        pos = at + len(word)
-    if text[pos:].strip():
-        return None
-    return dropped_spans(text, kept)
 
 
 # --- LLMLingua-1 and LongLLMLingua ---------------------------------------------------------------------
