@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+_LORA = {"r": 2, "alpha": 4, "dropout": 0.1}
 _PLACES = ["mat", "house", "tree", "water", "moon", "sun"]
 _ANIMALS = ["cat", "dog"]
 
@@ -169,7 +170,8 @@ def test_qa_training_lowers_the_held_out_answer_loss_resumes_exactly_and_is_meas
     from workbench.plan import parse_plan
 
     events: list = []
-    whole = train(_plan(tiny_llama_dir, qa_jsonl, "qa-whole"), events.append, restart=True)
+    # With LoRA adapters (and their dropout): trained beside the compressor, resumed, and put on for measuring.
+    whole = train(_plan(tiny_llama_dir, qa_jsonl, "qa-whole", lora=_LORA), events.append, restart=True)
     val = [e["val_loss"] for e in whole["curves"]["val"]]
     assert [e["step"] for e in whole["curves"]["val"]] == [0, 3, 6]
     assert val[-1] < val[0]
@@ -189,9 +191,9 @@ def test_qa_training_lowers_the_held_out_answer_loss_resumes_exactly_and_is_meas
 
     cancel = threading.Event()
     with pytest.raises(Cancelled):
-        train(_plan(tiny_llama_dir, qa_jsonl, "qa-split"),
+        train(_plan(tiny_llama_dir, qa_jsonl, "qa-split", lora=_LORA),
               lambda e: cancel.set() if e["kind"] == "checkpoint" and e["step"] == 3 else None, cancel, restart=True)
-    resumed = train(_plan(tiny_llama_dir, qa_jsonl, "qa-split"))
+    resumed = train(_plan(tiny_llama_dir, qa_jsonl, "qa-split", lora=_LORA))
     a, b = whole["curves"], resumed["curves"]
     for x, y in zip(a["train"] + a["val"], b["train"] + b["val"]):
         v, w = x.get("loss", x.get("val_loss")), y.get("loss", y.get("val_loss"))
@@ -210,10 +212,17 @@ def test_qa_training_lowers_the_held_out_answer_loss_resumes_exactly_and_is_meas
     lm = models.load_model(str(tiny_llama_dir), "cpu", "float32")
     prefixer = SoftPrefixer(lm, "qa-whole")
     _, held, _ = qa.qa_rows(_plan(tiny_llama_dir, qa_jsonl), lm.tokenizer)
-    ours = qa.answer_scores(lm, lm.model, prefixer.compressor, held)
+    with prefixer.model() as model:  # the run's adapters on
+        ours = qa.answer_scores(lm, model, prefixer.compressor, held)
     assert ours["f1"] == whole["curves"]["val"][-1]["val_f1"]
     by_id = {s["sample_id"]: s["generated"] for s in cell["samples"]}
     assert ours["answers"] == [by_id[r.sample_id] for r in held[:qa.ANSWERED]] and any(ours["answers"])
+    # A run with adapters is measured under the context-continuation protocol too (peft's wrapper on the model).
+    plan = parse_plan({"name": "qa-learned-ppl", "model": str(tiny_llama_dir), "datasets": [{"name": "wikitext2", "samples": 2}],
+                       "protocol": {"name": "context-continuation", "context_tokens": 32, "continuation_tokens": 8},
+                       "methods": [{"name": "learned", "params": {"checkpoint": "qa-whole"}}]})
+    cell = {c["method"]: c for c in runner.run(plan).cells.values()}["learned"]
+    assert cell["status"] == "done", cell.get("error")
 
 
 def test_a_checkpoint_of_the_lm_objective_does_not_resume_as_qa(tiny_llama_dir, qa_jsonl):
