@@ -90,7 +90,8 @@ class LearnedState:
         elif kind == "eval":
             self.evals.append((int(event["step"]), event.get("val_loss"), event.get("val_ppl")))
             self.log.append(("info", f"step {event['step']}: validation loss {_num(event.get('val_loss'))}, "
-                                     f"PPL {_num(event.get('val_ppl'), '.2f')}"))
+                                     f"PPL {_num(event.get('val_ppl'), '.2f')}"
+                                     + (f", answer F1 {_num(event['val_f1'], '.3f')}" if "val_f1" in event else "")))
         elif kind == "checkpoint":
             self.checkpoint = (int(event["step"]), str(event.get("path", "")))
             self.log.append(("info", f"checkpoint at step {event['step']}: {event.get('path', '')}"))

@@ -13,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+_LORA = {"r": 2, "alpha": 4, "dropout": 0.1}
 _PLACES = ["mat", "house", "tree", "water", "moon", "sun"]
 _ANIMALS = ["cat", "dog"]
 
@@ -90,6 +91,39 @@ def test_answer_targets_are_the_tokens_right_after_each_input_position():
     assert [sequence[p + 1] for p in positions.tolist()] == [answer[j] for j in index.tolist()]
 
 
+def test_a_batch_is_right_padded_masked_and_scores_each_answer_token_where_it_is_predicted(tiny_lm):
+    """Hand-built: row A = 2 soft vectors, question (10, 11, 12), answer (20, 21, EOS 2); row B = 3 soft vectors,
+    question (30,), answer (40, 2). A is 2 + 3 + 2 = 7 inputs long, B 3 + 1 + 1 = 5 (+ 2 padding). A's answer is
+    predicted at positions 4, 5, 6, B's at 3, 4: the NLLs equal log-softmax read off each row's own unpadded
+    forward at those hand-written positions."""
+    from workbench.learned import qa
+
+    model = tiny_lm.model
+    embed = model.get_input_embeddings()
+    torch.manual_seed(0)
+    soft_a, soft_b = torch.randn(1, 2, 64) * 0.02, torch.randn(1, 3, 64) * 0.02
+    q_a, a_a = torch.tensor([10, 11, 12]), torch.tensor([20, 21, 2])
+    q_b, a_b = torch.tensor([30]), torch.tensor([40, 2])
+    batch = qa._assemble(model, [soft_a, soft_b], [torch.cat([q_a, a_a[:-1]]), torch.cat([q_b, a_b[:-1]])],
+                         [(3, a_a), (1, a_b)])
+    assert batch.mask.tolist() == [[1] * 7, [1] * 5 + [0] * 2]
+    assert batch.embeds.shape == (2, 7, 64) and not batch.embeds[1, 5:].any()
+    assert torch.equal(batch.embeds[0, 2:], embed(torch.tensor([10, 11, 12, 20, 21])))
+    assert torch.equal(batch.embeds[1, :3], soft_b[0]) and torch.equal(batch.embeds[1, 3:5], embed(torch.tensor([30, 40])))
+    assert [p.tolist() for p, _ in batch.picks] == [[4, 5, 6], [3, 4]]
+
+    with torch.no_grad():
+        nlls = qa._row_nlls(model(inputs_embeds=batch.embeds, attention_mask=batch.mask).logits, batch.picks)
+        for i, (row, positions, answer) in enumerate([(batch.embeds[0, :7], [4, 5, 6], [20, 21, 2]),
+                                                      (batch.embeds[1, :5], [3, 4], [40, 2])]):
+            logp = torch.log_softmax(model(inputs_embeds=row[None]).logits[0].double(), dim=-1)
+            by_hand = -sum(float(logp[p, t]) for p, t in zip(positions, answer)) / len(answer)
+            assert float(nlls[i]) == pytest.approx(by_hand, rel=1e-5)
+            # One place later (seed 002's off-by-one) reads another number.
+            shifted = -sum(float(logp[p + 1, t]) for p, t in zip(positions[:-1], answer[:-1])) / (len(answer) - 1)
+            assert abs(shifted - by_hand) > 1e-3
+
+
 def test_a_rows_loss_is_the_same_alone_and_right_padded_in_a_batch(tiny_lm, qa_jsonl):
     from workbench.learned import architectures, qa
 
@@ -129,34 +163,66 @@ def test_held_out_questions_are_what_a_task_plan_reads_and_training_never_sees_t
 
 def test_qa_training_lowers_the_held_out_answer_loss_resumes_exactly_and_is_measured_by_the_task_protocol(
         tiny_llama_dir, qa_jsonl):
-    from workbench import runner
+    from workbench import models, runner
+    from workbench.learned import qa
+    from workbench.learned.measure import SoftPrefixer
     from workbench.learned.train import Cancelled, train
     from workbench.plan import parse_plan
 
-    whole = train(_plan(tiny_llama_dir, qa_jsonl, "qa-whole"), restart=True)
+    events: list = []
+    # With LoRA adapters (and their dropout): trained beside the compressor, resumed, and put on for measuring.
+    whole = train(_plan(tiny_llama_dir, qa_jsonl, "qa-whole", lora=_LORA), events.append, restart=True)
     val = [e["val_loss"] for e in whole["curves"]["val"]]
     assert [e["step"] for e in whole["curves"]["val"]] == [0, 3, 6]
     assert val[-1] < val[0]
     terms = whole["curves"]["train"][0]["terms"]
     assert terms["teacher_forcing"] > 0 and terms["generation"] > 0 and terms["contrastive"] > 0
     assert whole["config"]["objective"] == "qa" and whole["windows"]["skipped_longer_than_context"] == 0
+    assert all(0.0 <= e["val_f1"] <= 1.0 and 0.0 <= e["val_em"] <= e["val_f1"] for e in whole["curves"]["val"])
+    # Both faces show it: the Train view's log and the summary `workbench train` prints.
+    from screens.learned_flows import LearnedState
+    from workbench.learned.cli import summary
+
+    state = LearnedState()
+    for e in events:
+        state.apply(e)
+    assert f"answer F1 {whole['curves']['val'][-1]['val_f1']:.3f}" in [t for _, t in state.log if "step 6:" in t][0]
+    assert " step  val NLL  val PPL  ans F1  ans EM" in summary(whole).splitlines()
 
     cancel = threading.Event()
     with pytest.raises(Cancelled):
-        train(_plan(tiny_llama_dir, qa_jsonl, "qa-split"),
+        train(_plan(tiny_llama_dir, qa_jsonl, "qa-split", lora=_LORA),
               lambda e: cancel.set() if e["kind"] == "checkpoint" and e["step"] == 3 else None, cancel, restart=True)
-    resumed = train(_plan(tiny_llama_dir, qa_jsonl, "qa-split"))
+    resumed = train(_plan(tiny_llama_dir, qa_jsonl, "qa-split", lora=_LORA))
     a, b = whole["curves"], resumed["curves"]
     for x, y in zip(a["train"] + a["val"], b["train"] + b["val"]):
         v, w = x.get("loss", x.get("val_loss")), y.get("loss", y.get("val_loss"))
         assert abs(v - w) <= 1e-6 * abs(v)
 
-    plan = parse_plan({"name": "qa-learned", "model": str(tiny_llama_dir), "datasets": [{"name": str(qa_jsonl), "samples": 3}],
-                       "protocol": {"name": "task", "max_new_tokens": 3},
+    # The task protocol measures the trained run on the held-out questions it answered during training: the same
+    # prompt, budget and scorer, so the same F1 as the run's last validation (one number, one computation).
+    plan = parse_plan({"name": "qa-learned", "model": str(tiny_llama_dir),
+                       "datasets": [{"name": str(qa_jsonl), "samples": qa.ANSWERED}], "protocol": {"name": "task"},
                        "methods": [{"name": "learned", "params": {"checkpoint": "qa-whole"}}]})
     cell = {c["method"]: c for c in runner.run(plan).cells.values()}["learned"]
     assert cell["status"] == "done", cell.get("error")
-    assert cell["metric"] and cell["score"] is not None
+    assert cell["metric"] == "f1"
+    assert cell["score"] == pytest.approx(whole["curves"]["val"][-1]["val_f1"], abs=1e-9)
+    # Random weights answer with F1 0 on both sides: the answers themselves (token for token) are the check.
+    lm = models.load_model(str(tiny_llama_dir), "cpu", "float32")
+    prefixer = SoftPrefixer(lm, "qa-whole")
+    _, held, _ = qa.qa_rows(_plan(tiny_llama_dir, qa_jsonl), lm.tokenizer)
+    with prefixer.model() as model:  # the run's adapters on
+        ours = qa.answer_scores(lm, model, prefixer.compressor, held)
+    assert ours["f1"] == whole["curves"]["val"][-1]["val_f1"]
+    by_id = {s["sample_id"]: s["generated"] for s in cell["samples"]}
+    assert ours["answers"] == [by_id[r.sample_id] for r in held[:qa.ANSWERED]] and any(ours["answers"])
+    # A run with adapters is measured under the context-continuation protocol too (peft's wrapper on the model).
+    plan = parse_plan({"name": "qa-learned-ppl", "model": str(tiny_llama_dir), "datasets": [{"name": "wikitext2", "samples": 2}],
+                       "protocol": {"name": "context-continuation", "context_tokens": 32, "continuation_tokens": 8},
+                       "methods": [{"name": "learned", "params": {"checkpoint": "qa-whole"}}]})
+    cell = {c["method"]: c for c in runner.run(plan).cells.values()}["learned"]
+    assert cell["status"] == "done", cell.get("error")
 
 
 def test_a_checkpoint_of_the_lm_objective_does_not_resume_as_qa(tiny_llama_dir, qa_jsonl):
@@ -164,5 +230,5 @@ def test_a_checkpoint_of_the_lm_objective_does_not_resume_as_qa(tiny_llama_dir, 
 
     train(_plan(tiny_llama_dir, qa_jsonl, "switch", objective="lm", continuation_tokens=8, steps=1, checkpoint_every=1,
                 eval_every=1), restart=True)
-    with pytest.raises(RunMismatch, match="started with another plan"):
-        train(_plan(tiny_llama_dir, qa_jsonl, "switch", steps=1, checkpoint_every=1, eval_every=1))
+    with pytest.raises(RunMismatch, match=r"started with another plan; it differs in objective \('lm' then, 'qa' now\);"):
+        train(_plan(tiny_llama_dir, qa_jsonl, "switch", continuation_tokens=8, steps=1, checkpoint_every=1, eval_every=1))

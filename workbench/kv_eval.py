@@ -31,6 +31,8 @@ from workbench.methods.presses import ResolvedPress, compression_ratio
 
 
 def _language_model(model):
+    if hasattr(model, "get_base_model"):  # a peft wrapper: a learned run's LoRA adapters, on while it is measured
+        model = model.get_base_model()
     return model.model.language_model if hasattr(model.model, "language_model") else model.model
 
 

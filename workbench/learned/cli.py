@@ -60,7 +60,8 @@ def _progress():
                 print(f"[step {e['step']}/{e['total_steps']}] loss {e['loss']:.4f} ({terms}) lr {e['lr']['compressor']:.2e} "
                       f"{e['samples_per_s']:.2f} samples/s, ETA {_fmt_eta(e['eta_s'])}", file=sys.stderr, flush=True)
         elif kind == "eval":
-            print(f"[eval {e['step']}] validation NLL {e['val_loss']:.4f} nats/token, PPL {e['val_ppl']:.2f}", file=sys.stderr,
+            answers = f", answer F1 {e['val_f1']:.3f} EM {e['val_em']:.3f}" if "val_f1" in e else ""
+            print(f"[eval {e['step']}] validation NLL {e['val_loss']:.4f} nats/token, PPL {e['val_ppl']:.2f}{answers}", file=sys.stderr,
                   flush=True)
         elif kind == "checkpoint":
             print(f"[checkpoint {e['step']}] {e['path']}", file=sys.stderr, flush=True)
@@ -82,8 +83,17 @@ def summary(record: dict) -> str:
              f"{record['seconds'] / 60:.1f} min on {record['device']} ({record['threads']} threads)"
              + (f", {record['samples_per_s']:.2f} samples/s" if record.get("samples_per_s") else "")
              + (f", peak GPU memory {record['peak_memory_bytes'] / 2**30:.2f} GiB" if record.get("peak_memory_bytes") else ""),
-             f"checkpoint: {record['checkpoint']}", "", " step  val NLL  val PPL", "-----  -------  -------"]
-    lines += [f"{v['step']:>5}  {v['val_loss']:7.4f}  {v['val_ppl']:7.2f}" for v in val]
+             f"checkpoint: {record['checkpoint']}", ""]
+    if any("val_f1" in v for v in val):  # the qa objective: greedy answers to a few held-out questions, scored as the task does
+        def score(v, key):
+            return f"{v[key]:6.3f}" if key in v else f"{'-':>6}"
+
+        lines += [" step  val NLL  val PPL  ans F1  ans EM", "-----  -------  -------  ------  ------"]
+        lines += [f"{v['step']:>5}  {v['val_loss']:7.4f}  {v['val_ppl']:7.2f}  {score(v, 'val_f1')}  {score(v, 'val_em')}"
+                  for v in val]
+    else:
+        lines += [" step  val NLL  val PPL", "-----  -------  -------"]
+        lines += [f"{v['step']:>5}  {v['val_loss']:7.4f}  {v['val_ppl']:7.2f}" for v in val]
     return "\n".join(lines)
 
 

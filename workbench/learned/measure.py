@@ -47,20 +47,26 @@ class SoftPrefixer:
 
     def prefill(self, model, context_ids: torch.Tensor) -> tuple[DynamicCache, int, float, float]:
         """(cache holding the k soft vectors, k, compression seconds, prefill seconds) for ``context_ids`` (B, C)."""
-        sync = (lambda: torch.cuda.synchronize(model.device)) if model.device.type == "cuda" else (lambda: None)
-        with torch.inference_mode():
-            sync()
-            t0 = time.perf_counter()
-            vectors = soft.soft_vectors(model, self.compressor, context_ids)
-            sync()
-            t1 = time.perf_counter()
-            cache = DynamicCache()
-            model(inputs_embeds=vectors, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            sync()
-            t2 = time.perf_counter()
-        return cache, vectors.shape[1], t1 - t0, t2 - t1
+        return prefill(model, self.compressor, context_ids)
 
     def fields(self, k: int, compression_s: float) -> dict:
         """What a record adds: latency (seconds per sample), size, and which weights were measured."""
         return {"compression_seconds": compression_s, "compressed_tokens": k, "compressor_params": self.n_params,
                 "own": {"checkpoint": str(self.folder), "step": self.step, "untrained": self.untrained}}
+
+
+def prefill(model, compressor, context_ids: torch.Tensor) -> tuple[DynamicCache, int, float, float]:
+    """(cache holding the k soft vectors, k, compression seconds, prefill seconds) for ``context_ids`` (B, C)."""
+    sync = (lambda: torch.cuda.synchronize(model.device)) if model.device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        sync()
+        t0 = time.perf_counter()
+        vectors = soft.soft_vectors(model, compressor, context_ids)
+        sync()
+        t1 = time.perf_counter()
+        cache = DynamicCache()
+        model(inputs_embeds=vectors, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        sync()
+        t2 = time.perf_counter()
+    return cache, vectors.shape[1], t1 - t0, t2 - t1
+

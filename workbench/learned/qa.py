@@ -17,6 +17,10 @@ Terms (the plan's weights, as for language-modelling windows):
 * ``contrastive``: InfoNCE between the mean last hidden state over a row's soft positions and over its uncompressed
   context (no gradient), against the batch's other rows.
 
+Validation: the held-out questions' mean answer NLL, and the SQuAD token F1 / exact match of the greedy answers to
+the first ``ANSWERED`` of them, measured as the task protocol measures a learned method (``answer_scores``): the
+number a comparison plan reports, on a few questions.
+
 Samples come from ``tasks.qa_samples``: the first ``held_out`` of the order the task protocol draws with
 ``held_out_seed`` are held out (an evaluation plan on this set with that seed and at most that many samples reads
 only held-out questions); contexts longer than ``context_tokens`` are skipped (counted in the run record).
@@ -24,7 +28,7 @@ only held-out questions); contexts longer than ``context_tokens`` are skipped (c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.nn import functional as F
@@ -38,6 +42,7 @@ class QARow:
     context: tuple[int, ...]
     question: tuple[int, ...]
     answer: tuple[int, ...]  # the first reference answer's tokens, then end-of-sequence
+    sample: object = field(default=None, compare=False, repr=False)  # the task protocol's TaskSample (F1 of answers)
 
 
 def qa_rows(cfg, tokenizer) -> tuple[list[QARow], list[QARow], int]:
@@ -61,7 +66,7 @@ def qa_rows(cfg, tokenizer) -> tuple[list[QARow], list[QARow], int]:
         if len(context) > cfg.context_tokens or not context:
             rows.append(None)
             continue
-        rows.append(QARow(s.sample_id, context, ids(s.prompt_suffix), ids(" " + s.answers[0].strip()) + (eos,)))
+        rows.append(QARow(s.sample_id, context, ids(s.prompt_suffix), ids(" " + s.answers[0].strip()) + (eos,), s))
     held = [r for r in rows[:cfg.held_out] if r is not None]
     train = [r for r in rows[cfg.held_out:] if r is not None]
     skipped = sum(r is None for r in rows)
@@ -180,3 +185,39 @@ def validation_loss(model, compressor, rows: list[QARow], cfg, device) -> float:
             total += float(F.cross_entropy(logits[j, positions].float(), tg, reduction="sum"))
             n += len(tg)
     return total / n
+
+
+ANSWERED = 4  # held-out questions answered greedily at each evaluation (a few: generation costs a forward per token)
+
+
+def answer_scores(lm, model, compressor, rows: list[QARow]) -> dict:
+    """{"f1", "em", "answers"}: mean SQuAD token F1 and exact match (in [0, 1]) of the greedy answers (texts) to the
+    first ``ANSWERED`` rows, measured as the task protocol measures a learned method (``task_eval.evaluate_soft``): the soft vectors
+    prefilled, the question's tokens behind them, greedy decoding up to the task's budget or end-of-sequence,
+    ``tasks.score``. Its own short loop rather than ``kv_eval.generate``, which would close an import circle
+    (learned → kv_eval → methods → learned); a test holds the two to the same number."""
+    from workbench import tasks
+    from workbench.learned import measure
+
+    eos = {lm.tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)}
+    eos = {i for e in eos for i in (e if isinstance(e, (list, tuple)) else [e]) if i is not None}
+    device = model.get_input_embeddings().weight.device
+    f1 = em = 0.0
+    answers = []
+    for r in rows[:ANSWERED]:
+        cache, _, _, _ = measure.prefill(model, compressor, torch.tensor([r.context], device=device))
+        tokens: list[int] = []
+        with torch.inference_mode():  # positions follow the cache: k soft vectors, then the question
+            logits = model(input_ids=torch.tensor([r.question], device=device), past_key_values=cache, use_cache=True,
+                           logits_to_keep=1).logits
+            for _ in range(tasks.generation_budget("qa")):
+                token = int(logits[0, -1].argmax())
+                if token in eos:
+                    break
+                tokens.append(token)
+                logits = model(input_ids=torch.tensor([[token]], device=device), past_key_values=cache, use_cache=True,
+                               logits_to_keep=1).logits
+        answers.append(lm.tokenizer.decode(tokens, skip_special_tokens=True))
+        scores = tasks.score("qa", answers[-1], r.sample.answers)
+        f1, em = f1 + scores["f1"], em + scores["em"]
+    return {"f1": f1 / len(answers), "em": em / len(answers), "answers": answers}

@@ -172,12 +172,17 @@ def prepare_run(cfg: TrainConfig, restart: bool) -> tuple[Path, Path | None]:
     if config_path.exists():
         old = store.read_json(config_path)
         try:
-            same = config_from_record(old, str(config_path)) == cfg
+            before = config_from_record(old, str(config_path)).to_dict()
         except Exception:  # noqa: BLE001 — an unreadable config is a mismatch too
-            same = False
-        if not same:
-            raise RunMismatch(f"{config_path}: a run named {cfg.name!r} was started with another plan; resume it with the "
-                              "same plan, rename this one, or pass --restart to discard it")
+            before = None
+        now = cfg.to_dict()
+        if before != now:
+            changed = sorted(k for k in now.keys() | (before or {}).keys() if (before or {}).get(k) != now.get(k)) \
+                if before is not None else []
+            what = ("; it differs in " + ", ".join(f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)) \
+                if changed else ""
+            raise RunMismatch(f"{config_path}: a run named {cfg.name!r} was started with another plan{what}; resume it with "
+                              "the same plan, rename this one, or pass --restart to discard it")
     folder.mkdir(parents=True, exist_ok=True)
     store.write_json_atomically(config_path, cfg.to_dict())
     return folder, store.last_checkpoint(folder)
@@ -236,12 +241,19 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
 
         def held_out_loss():
             return qa.validation_loss(model, compressor, val_windows, cfg, device)
+
+        def held_out_scores():
+            scores = qa.answer_scores(lm, model, compressor, val_windows)
+            return {"val_f1": scores["f1"], "val_em": scores["em"]}
     else:
         def batch_loss(rows):
             return compute_loss(model, compressor, _ids(rows, device), cfg)
 
         def held_out_loss():
             return validation_loss(model, compressor, val_windows, cfg, device)
+
+        def held_out_scores():
+            return {}
     n_params = {"compressor": compressor.n_params(), "lora": sum(p.numel() for p in lora_params)}
     emit({"kind": "start", "run": cfg.name, "total_steps": cfg.steps, "resumed_from": step0 if resume else None,
           "params": n_params})
@@ -259,9 +271,12 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
         compressor.eval()
         model.eval()
         v = held_out_loss()
+        entry = {"step": step, "val_loss": v, "val_ppl": math.exp(v), **held_out_scores()}
         compressor.train()
-        curves["val"] = [e for e in curves["val"] if e["step"] != step] + [{"step": step, "val_loss": v, "val_ppl": math.exp(v)}]
-        emit({"kind": "eval", "step": step, "val_loss": v, "val_ppl": math.exp(v)})
+        if cfg.lora is not None:
+            model.train()  # back to LoRA dropout: a resumed run (which starts in train mode) follows the same curve
+        curves["val"] = [e for e in curves["val"] if e["step"] != step] + [entry]
+        emit({"kind": "eval", **entry})
 
     if step0 == 0 and not curves["val"]:
         evaluate(0)  # the untrained compressor's validation loss: where the curve starts
