@@ -55,6 +55,15 @@ def _locality(k: int, c: int, sharpness: torch.Tensor) -> torch.Tensor:
     return -sharpness * (positions[None, :] - centres[:, None]).abs()
 
 
+def _residual_feed_forward(d: int, ff_mult: int) -> nn.Sequential:
+    """LayerNorm → Linear → GELU → Linear, its output layer zero-initialised: a residual branch that starts as
+    nothing, so the untrained compressor is still the stride selection."""
+    ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
+    nn.init.zeros_(ff[-1].weight)
+    nn.init.zeros_(ff[-1].bias)
+    return ff
+
+
 class SoftCompressor(nn.Module):
     """Base: ``forward(embeds (B, C, d)) -> (B, k, d)`` with k = soft_length(rate, C)."""
 
@@ -88,9 +97,7 @@ class CrossAttentionCompressor(SoftCompressor):
         self.kproj = nn.Linear(d, d)
         self.heads = _heads(d)
         self.sharpness = nn.Parameter(torch.tensor(SHARPNESS))
-        self.ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
-        nn.init.zeros_(self.ff[-1].weight)
-        nn.init.zeros_(self.ff[-1].bias)
+        self.ff = _residual_feed_forward(d, ff_mult)
 
     def forward(self, x):
         b, c, d = x.shape
@@ -182,9 +189,7 @@ class GistCompressor(SoftCompressor):
         self.self_attn = nn.MultiheadAttention(d, self.heads, batch_first=True)
         nn.init.zeros_(self.self_attn.out_proj.weight)
         nn.init.zeros_(self.self_attn.out_proj.bias)
-        self.ff = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d))
-        nn.init.zeros_(self.ff[-1].weight)
-        nn.init.zeros_(self.ff[-1].bias)
+        self.ff = _residual_feed_forward(d, ff_mult)
 
     def forward(self, x):
         b, c, d = x.shape
