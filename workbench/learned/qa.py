@@ -53,20 +53,23 @@ def qa_rows(cfg, tokenizer) -> tuple[list[QARow], list[QARow], int]:
     if eos is None:
         raise datasets.DatasetError(f"{cfg.model}: its tokenizer has no end-of-sequence token to end answers with")
 
-    def ids(text: str) -> tuple[int, ...]:
-        return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+    def ids(texts: list[str]) -> list[tuple[int, ...]]:
+        # One batched call per field: a SQuAD-sized set is ~90k records, tokenized once per run.
+        return [tuple(row) for row in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
     try:
         samples = tasks.qa_samples(cfg.dataset, cfg.held_out_seed)
     except tasks.TaskError as err:
         raise datasets.DatasetError(str(err)) from None
+    contexts = ids([s.context for s in samples])
+    questions = ids([s.prompt_suffix for s in samples])
+    answers = ids([" " + s.answers[0].strip() for s in samples])
     rows: list[QARow | None] = []
-    for s in samples:
-        context = ids(s.context)
+    for s, context, question, answer in zip(samples, contexts, questions, answers):
         if len(context) > cfg.context_tokens or not context:
             rows.append(None)
             continue
-        rows.append(QARow(s.sample_id, context, ids(s.prompt_suffix), ids(" " + s.answers[0].strip()) + (eos,), s))
+        rows.append(QARow(s.sample_id, context, question, answer + (eos,), s))
     held = [r for r in rows[:cfg.held_out] if r is not None]
     train = [r for r in rows[cfg.held_out:] if r is not None]
     skipped = sum(r is None for r in rows)
