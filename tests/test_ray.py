@@ -257,3 +257,39 @@ def test_the_embedded_model_on_two_workers_records_what_one_process_records(loca
     assert one.status == two.status == "finished"
     assert records(two) == records(one)
 
+
+
+def test_a_decoding_sweep_on_workers_streams_its_live_budget_curves(local_ray, tiny_llama_dir, tmp_path):
+    """The workers' live figures reach the driver as the single-process run's "live" events (the app's live plot),
+    each naming its cell; the records are the single-process run's."""
+    plan = {"name": "dec-ray", "model": str(tiny_llama_dir), "device": "cpu", "dtype": "float32",
+            "datasets": [{"name": "wikitext2", "samples": 2, "seed": 0}],
+            "protocol": {"name": "decoding", "context_tokens": 32, "max_new_tokens": 40},
+            "rates": [0.5], "methods": [{"name": "interval", "params": {"every": 8}}]}
+    import torch
+
+    one_events, two_events = [], []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each CPU worker: decoding's NLL sums are bitwise only with the same thread count
+    try:
+        one = runner.run(parse_plan(plan), one_events.append, out=str(tmp_path / "one.json"))
+    finally:
+        torch.set_num_threads(threads)
+    two = runner.run(parse_plan({**plan, "execution": {"workers": 2}}), two_events.append, out=str(tmp_path / "two.json"))
+    def measured(session):  # the records less this protocol's clocks and memory (each worker its own process)
+        return {k: {i: {f: v for f, v in r.items() if f not in ("decode_seconds", "tokens_per_second", "peak_memory_bytes")}
+                    for i, r in c.items()} for k, c in records(session).items()}
+
+    assert one.status == two.status == "finished" and measured(two) == measured(one)
+    live = [e.data for e in two_events if e.kind == "live"]
+    interval = next(k for k, c in two.cells.items() if c["method"] == "interval")
+    assert {d["cell"] for d in live if d["method"] == "interval"} == {interval}
+    assert {d["sample_id"] for d in live if d["cell"] == interval} == {s["sample_id"] for s in two.cells[interval]["samples"]}
+    assert {d["worker"] for d in live} <= {0, 1}
+    # The last report of each sample is its whole curve, as the record keeps it.
+    for sample in two.cells[interval]["samples"]:
+        last = [d for d in live if d["cell"] == interval and d["sample_id"] == sample["sample_id"]][-1]
+        assert last["curve"] == sample["kv_curve"]
+    # The single-process run reported the same cells and samples live.
+    assert {(d["cell"], d["sample_id"]) for d in live} == {(e.data["cell"], e.data["sample_id"]) for e in one_events
+                                                           if e.kind == "live"}

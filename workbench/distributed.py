@@ -23,6 +23,7 @@ from workbench.families.base import SampleFailed, UnsupportedMethod
 from workbench.plan import CellSpec, MethodSpec, PlanError
 
 MAX_ATTEMPTS = 3  # times one unit is handed out before its cells fail (each loss of a worker counts once)
+LIVE_QUEUE_SIZE = 1000  # live reports waiting for the driver; beyond, workers drop theirs (the plot skips a frame)
 
 
 @dataclass
@@ -82,9 +83,10 @@ class DistributedRun:
         ex = self.plan.execution
         ray, started_here = ray_worker.connect(ex.ray, ex.workers)
         self.ray, self.slots, self.queue, self.in_flight, self.starting = ray, [], deque(), {}, {}
-        self.units_done, self.overhead = 0, 0.0
+        self.units_done, self.overhead, self.live = 0, 0.0, None
         try:
             self._start_workers(ray_worker)
+            self.live = self._live_queue()
             s.status = "running"
             self.run.save()
             try:
@@ -94,6 +96,8 @@ class DistributedRun:
         finally:
             for slot in self.slots:
                 ray.kill(slot.actor)
+            if self.live is not None:
+                self.live.shutdown(force=True)
             if started_here:
                 ray.shutdown()
         return s
@@ -177,6 +181,32 @@ class DistributedRun:
         if unit is not None:
             text += f" {data['unit']}" + (f" ({data['samples_per_s']:.2f} samples/s)" if data["samples_per_s"] else "")
         self.emit(Event("worker", text + (f": {detail}" if detail else ""), data))
+
+    # -- live figures ------------------------------------------------------------------------------
+
+    def _live_queue(self):
+        """A queue the workers put their measurers' live figures on (a decoding cell's KV budget so far), when a
+        method of the plan reports any; None otherwise (no actor started for nothing). It takes no CPU of its own."""
+        methods = [self.plan.baseline_method(), *self.plan.methods]
+        if not any(families.get(m.family).reports_live for m in methods):
+            return None
+        from ray.util.queue import Queue
+
+        return Queue(maxsize=LIVE_QUEUE_SIZE, actor_options={"num_cpus": 0})
+
+    def _drain_live(self) -> None:
+        """Emit what the workers reported since the last look, as the single-process run's "live" events (the
+        latest of each sample only: each report holds the whole curve so far)."""
+        if self.live is None:
+            return
+        try:
+            n = self.live.qsize()
+            items = self.live.get_nowait_batch(n) if n else []
+        except Exception:  # noqa: BLE001 - best-effort, as the workers' side: a lost queue costs the live plot only
+            return
+        latest = {(d.get("cell"), d.get("sample_id")): d for d in items}
+        for data in latest.values():
+            self.emit(Event("live", data.get("method", ""), data))
 
     # -- dispatch ------------------------------------------------------------------------------------
 
@@ -278,7 +308,7 @@ class DistributedRun:
                     break
                 job.attempts += 1
                 job.sent = time.perf_counter()
-                self.in_flight[slot.actor.measure.remote(job.unit, job.group.rates)] = (slot, job)
+                self.in_flight[slot.actor.measure.remote(job.unit, job.group.rates, self.live)] = (slot, job)
                 self._worker_event(slot.index, "measuring", unit=job.unit)
             waiting_for_a_worker = bool(self.starting and self.queue and not self.cancel.is_set())
             if not self.in_flight and not waiting_for_a_worker:
@@ -288,6 +318,7 @@ class DistributedRun:
             if not drain and len(self.queue) < len(self.slots) and not self.cancel.is_set():
                 return
             ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1, timeout=0.5)
+            self._drain_live()
             for ref in ready:
                 if ref in self.starting:
                     self._started(ref)

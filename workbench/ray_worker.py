@@ -83,8 +83,9 @@ class Worker:
         m = self.measurer
         return {"batchable": m.batchable, "load_seconds": m.load_seconds, "hub_reason": m.hub_reason}
 
-    def measure(self, unit, all_rates: tuple) -> dict:
-        """Measure one ``schedule.Unit`` of a method opened for ``all_rates``.
+    def measure(self, unit, all_rates: tuple, live=None) -> dict:
+        """Measure one ``schedule.Unit`` of a method opened for ``all_rates``. ``live``: the driver's live queue (a
+        ``ray.util.queue.Queue``), which receives what the measurer reports while a sample is measured.
 
         Returns {"records": [{rate: record | SampleFailed}], "seconds", "peak_memory_bytes", "worker"} or
         {"error": (status, message)}: the unit failed on its own (its cells fail, as in the runner)."""
@@ -94,6 +95,7 @@ class Worker:
         opened = self.open(unit.dataset, unit.method, all_rates)
         if "error" in opened:
             return {"error": opened["error"], "worker": self.index}
+        self.measurer.live = self._poster(live, unit) if live is not None else None
         by_id = {s.sample_id: s for s in self._samples(unit.dataset)}
         start = time.perf_counter()
         try:
@@ -106,6 +108,23 @@ class Worker:
             return {"error": error, "worker": self.index}
         return {"records": records, "seconds": time.perf_counter() - start, "peak_memory_bytes": self.peak.peak(),
                 "worker": self.index}
+
+
+    def _poster(self, queue, unit):
+        """``Measurer.live`` for this unit: the data, with its cell's key and this worker's index, put on the
+        driver's queue. Live figures are best-effort: a full queue or one already gone drops them, never the unit."""
+        from workbench.plan import CellSpec
+
+        method = self._method(unit.method)
+
+        def post(data: dict) -> None:
+            key = CellSpec(self.plan.model, unit.dataset, method.label, method.family, data.get("rate")).key
+            try:
+                queue.put_nowait({**data, "cell": key, "worker": self.index})
+            except Exception:  # noqa: BLE001 - ray.util.queue.Full, or the queue's actor ended with the run
+                pass
+
+        return post
 
 
 def worker_class(ray, gpus: bool):

@@ -28,7 +28,8 @@ class Measurer:
     hub_reason: str | None = None
     load_seconds: float | None = None
     # Set by the runner before measuring: live(data) reports what a sample shows while it is measured (a decoding
-    # cell's KV budget curve so far), as a "live" event. None: nobody listens (a Ray worker, a test).
+    # cell's KV budget curve so far), as a "live" event. None: nobody listens (a test; a Ray worker sends them to
+    # the driver's live queue when its family ``reports_live``).
     live = None
 
     def measure(self, samples: list, rates: list) -> list[dict]:
@@ -47,6 +48,9 @@ class Family:
     """A kind of compression. Subclasses set ``name`` and ``needs`` and implement ``open``."""
 
     name = "?"
+    # Whether its measurers report live figures while a sample is measured (``Measurer.live``): a distributed run
+    # then carries them from the workers to the driver.
+    reports_live = False
 
     def needs(self, plan) -> frozenset[str]:
         """What the backend must offer: "prefill" (a context into a cache), "score" (NLL of a continuation

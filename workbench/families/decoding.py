@@ -35,6 +35,7 @@ class _Schedule(Measurer):
 
 class DecodingFamily(Family):
     name = "decoding"
+    reports_live = True  # each sample's KV budget curve while it decodes
 
     def needs(self, plan):
         return super().needs(plan) | {"prefill"}  # it compresses a local cache
