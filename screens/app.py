@@ -222,8 +222,11 @@ class WorkbenchApp(RunFlows, SessionFlows, TrainFlows, LearnedTrainFlows, App):
         yield SystemCommand("session: export", "results as CSV, Markdown or JSON (ctrl+e on Results)", self.action_export)
         yield SystemCommand("train: kvzap scorer", "train the KVzap scorer for the Setup model, as a job (minutes on a CPU)",
                             self.action_train_kvzap)
+        yield SystemCommand("train: point classifier", "train the compression-point classifier (learned-points schedule) "
+                            "for the Setup model on GSM8K step boundaries, as a job (minutes on a CPU)", self.action_train_points)
         if self.training_active():
-            yield SystemCommand("train: cancel", "stop the KVzap training (scored texts are kept)", self.action_cancel_training)
+            yield SystemCommand("train: cancel", f"stop the training of {self._train_job.what} ({self._train_job.kept})",
+                                self.action_cancel_training)
         yield SystemCommand("train: learned compressor", "train a learned soft compressor from a training plan, with live "
                             "curves (the Train view, F8)", self.action_train_learned)
         if self.learned.active:
