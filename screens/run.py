@@ -143,7 +143,10 @@ class RunScreen(Screen):
         app, state, now = self.app, self.app.run_state, self.app.clock()
         session = app.session
         elapsed = state.elapsed(now)
-        if session is None:
+        training = app.train_status if app.training_active() else None  # a training job (command palette)
+        if training and not state.active:  # its progress here while no run holds the line
+            self._set("#status", f"Training: {training}")
+        elif session is None:
             self._set("#status", "No run yet: ctrl+r runs the plan of Setup (F2), ctrl+o opens a session.")
         else:
             self._set("#status", f"{status_text(state, elapsed)} · {session.plan.name} · {data.short_path(session.path)}")

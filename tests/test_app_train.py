@@ -99,6 +99,9 @@ def test_palette_trains_a_point_classifier_as_a_job_and_reads_its_scores(tmp_pat
             await pilot.pause(0.3)
             await pilot.press("enter")
             await wait_for(pilot, lambda: "features 2/4" in (app.train_status or ""), what="training progress")
+            await pilot.press("f3")  # the Progress view shows the job's progress while no run holds its status line
+            await wait_for(pilot, lambda: "Training: [features 2/4] hidden states at layer 30: text 2/4"
+                           in str(app.screen.query_one("#status").render()), what="the training on the Progress view")
             app.action_train_kvzap()  # one training at a time: refused, naming the one running
             assert calls == ["smollm2-135m"]
             await pilot.pause()
