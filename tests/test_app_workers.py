@@ -67,3 +67,48 @@ def test_the_progress_view_shows_each_worker(tmp_path):
             assert not any("measured" in t for t in logged)  # per-unit reports go to the line, not the log
 
     drive(go())
+
+
+def test_the_app_runs_a_decoding_plan_on_a_real_ray_worker_with_live_curves(tiny_llama_dir, tmp_path):
+    """The app's real runner on one real Ray worker (a local Ray started by the run, inside the app, whose stderr
+    is Textual's capture without a file descriptor): it finishes, and the worker's live budget curves reach the
+    Progress view's state while cells decode."""
+    import pytest
+
+    pytest.importorskip("ray")
+    from screens.app import WorkbenchApp
+    from test_app_fakes import fixed_device, run_to_end
+
+    from workbench.plan import parse_plan
+
+    plan = parse_plan({"name": "tiny-dec-ray", "model": str(tiny_llama_dir), "device": "cpu", "dtype": "float32",
+                       "datasets": [{"name": "wikitext2", "samples": 1}],
+                       "protocol": {"name": "decoding", "context_tokens": 32, "max_new_tokens": 40},
+                       "rates": [0.5], "methods": [{"name": "interval", "params": {"every": 8}}],
+                       "execution": {"workers": 1}}, source="test")
+    live_methods = set()
+
+    async def go():
+        app = WorkbenchApp(sessions_dir=tmp_path, device_probe=fixed_device, stamp=lambda: "ray", theme="textual-dark")
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            app.replace_plan(plan)
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await run_to_end(pilot, timeout=240)
+            assert app.run_state.status == "finished", list(app.run_state.log)
+            assert {w["state"] for w in app.run_state.workers.values()} <= {"ready", "measured", "measuring"}
+            live_methods.update(app.run_state.live)
+
+    import faulthandler
+    import sys
+
+    # As in a terminal: nothing has turned faulthandler on yet (pytest has, which would hide the fault).
+    was_on = faulthandler.is_enabled()
+    faulthandler.disable()
+    try:
+        drive(go())
+    finally:
+        if was_on:
+            faulthandler.enable(file=sys.__stderr__)
+    assert "interval" in live_methods

@@ -25,12 +25,30 @@ def connect(address: str | None, workers: int | None):
 
     if ray.is_initialized():
         return ray, False
+    _fault_handler_on_a_real_file()
     if address:
         ray.init(address=address, log_to_driver=False, logging_level="warning")
     else:  # enough CPU slots for the CPU workers a machine without GPUs runs
         ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  logging_level="warning")
     return ray, True
+
+
+def _fault_handler_on_a_real_file() -> None:
+    """``ray.init`` turns on ``faulthandler`` for ``sys.stderr`` unless it is on, and fails when that stream has no
+    file descriptor (the terminal app's captured stderr says -1): turn it on here for the process's own stderr."""
+    import faulthandler
+    import sys
+
+    if faulthandler.is_enabled():
+        return
+    try:
+        sys.stderr.fileno()
+        valid = sys.stderr.fileno() >= 0
+    except (AttributeError, OSError, ValueError):
+        valid = False
+    if not valid and sys.__stderr__ is not None:
+        faulthandler.enable(file=sys.__stderr__, all_threads=False)
 
 
 def is_worker_lost(err: BaseException) -> bool:
