@@ -81,7 +81,10 @@ class DistributedRun:
         if not ray_worker.ray_available():
             raise PlanError(ray_worker.RAY_MISSING)
         ex = self.plan.execution
-        ray, started_here = ray_worker.connect(ex.ray, ex.workers)
+        try:
+            ray, started_here = ray_worker.connect(ex.ray, ex.workers)
+        except ray_worker.RayUnreachable as err:
+            raise PlanError(str(err)) from None
         self.ray, self.slots, self.queue, self.in_flight, self.starting = ray, [], deque(), {}, {}
         self.units_done, self.overhead, self.live = 0, 0.0, None
         try:

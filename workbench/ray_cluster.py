@@ -27,11 +27,45 @@ def connect(address: str | None, workers: int | None):
         return ray, False
     _fault_handler_on_a_real_file()
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level="warning")
+        if address != "auto":
+            _answers(address)  # Ray itself retries an address nobody answers at for minutes, printing as it goes
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="warning")
+        except ConnectionError as err:
+            if address == "auto":
+                raise RayUnreachable("--ray auto: this machine has not joined a Ray cluster (`ray start --head` starts "
+                                     "one here, `ray start --address HEAD:6379` joins one), or give the head's "
+                                     "address as --ray HOST:PORT") from None
+            raise RayUnreachable(f"--ray {address}: {_first_line(err)}") from None
     else:  # enough CPU slots for the CPU workers a machine without GPUs runs
         ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  logging_level="warning")
     return ray, True
+
+
+class RayUnreachable(RuntimeError):
+    """The Ray cluster asked for cannot be reached (said in one line naming --ray)."""
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+
+
+def _answers(address: str, timeout: float = 5.0) -> None:
+    """Raise RayUnreachable unless something accepts a connection at ``address`` (HOST:PORT, or ray://HOST:PORT for
+    Ray Client) within ``timeout`` seconds."""
+    import socket
+
+    where = address.split("://", 1)[-1]
+    host, _, port = where.rpartition(":")
+    if not host or not port.isdigit():
+        raise RayUnreachable(f"--ray {address}: expected auto or the head's HOST:PORT (e.g. 10.0.0.5:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise RayUnreachable(f"--ray {address}: nothing answers at {host}:{port} ({why}); is the cluster's head running "
+                             "there (`ray start --head` prints its address)?") from None
 
 
 def _fault_handler_on_a_real_file() -> None:

@@ -12,7 +12,13 @@ import os
 import socket
 import time
 
-from workbench.ray_cluster import RAY_MISSING, connect, is_worker_lost, ray_available  # noqa: F401  (this module's callers)
+from workbench.ray_cluster import (  # noqa: F401  (this module's callers)
+    RAY_MISSING,
+    RayUnreachable,
+    connect,
+    is_worker_lost,
+    ray_available,
+)
 
 
 class Worker:
