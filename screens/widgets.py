@@ -59,10 +59,19 @@ class ViewBar(Static):
         self.current = current
 
     def render(self) -> Text:
+        # Every view where the line has room for all of them; else those marked for the bar (80 columns' worth),
+        # and the current one where it still fits.
+        width = lambda views: len(" workbench ") + sum(len(f" {v.key} {v.name} ") for v in views)  # noqa: E731
+        shown = [v for v in VIEWS if v.in_bar]
+        if width(VIEWS) <= self.size.width:
+            shown = list(VIEWS)
+        elif any(v.mode == self.current for v in VIEWS if not v.in_bar):
+            with_current = [v for v in VIEWS if v.in_bar or v.mode == self.current]
+            shown = with_current if width(with_current) <= self.size.width else shown
         text = Text(" workbench ", style="bold")
         for view in VIEWS:
             here = view.mode == self.current
-            if not view.in_bar:
+            if view not in shown:
                 continue
             text.append(f" {view.key} ", style="bold reverse" if here else "bold")
             text.append(f"{view.name} ", style="reverse" if here else "")

@@ -125,3 +125,30 @@ def test_inspect_never_shows_select_null_and_explains_unavailable_compressors(tm
             assert "naive @ 0.50: failed — boom" in empty
 
     drive(go())
+
+
+def test_the_view_bar_lists_every_view_where_the_line_has_room(tmp_path):
+    """At 80 columns the bar holds the six everyday views and Help (F7/F8 are in help and the palette); from ~102
+    columns every view is listed; the current view is listed where it fits."""
+    import asyncio
+
+    from test_app_fakes import make_app, setup_ready
+
+    def bar(app) -> str:
+        return str(app.screen.query_one("ViewBar").render())
+
+    async def go(tmp, size):
+        app = make_app(tmp)
+        async with app.run_test(size=size) as pilot:
+            await setup_ready(pilot)
+            seen = [bar(app)]
+            await pilot.press("f8")
+            await pilot.pause()
+            seen.append(bar(app))
+            return seen
+
+    narrow = asyncio.run(go(tmp_path / "narrow", (80, 24)))
+    wide = asyncio.run(go(tmp_path / "wide", (120, 30)))
+    assert "F7 Analysis" not in narrow[0] and "F8 Train" not in narrow[0] and narrow[0].rstrip().endswith("F1 Help")
+    assert narrow[1] == narrow[0]  # no room for the current one beside the six and Help: the line is not cut
+    assert all("F7 Analysis" in line and "F8 Train" in line and line.rstrip().endswith("F1 Help") for line in wide)
