@@ -137,15 +137,19 @@ class RunFlows:
 
     def _event_poster(self, run_id: int):
         """The runner's on_event (worker thread): post messages, dropping progress beyond ~10 a second."""
-        last = {"progress": 0.0, "api": 0.0, "worker": 0.0, "live": 0.0}
+        thinned = ("progress", "api", "worker", "live")
+        last: dict = {}  # what is thinned (a kind; a worker's reports: per worker) -> when it last went out
 
         def on_event(event) -> None:
-            # A worker's comings and goings always arrive; its per-unit reports are progress, thinned like it.
-            if event.kind in last and event.data.get("state") not in ("ready", "lost", "starting"):
+            # A worker's comings and goings always arrive, and so does the unit it starts measuring (right after
+            # it reported the last one: thinning that would leave the line on the unit before); its "measured"
+            # reports are progress, thinned like it, each worker's apart.
+            if event.kind in thinned and event.data.get("state") not in ("ready", "lost", "starting", "measuring"):
+                key = (event.kind, event.data.get("worker")) if event.kind == "worker" else event.kind
                 now = time.monotonic()
-                if now - last[event.kind] < self.progress_interval:
+                if now - last.get(key, 0.0) < self.progress_interval:
                     return
-                last[event.kind] = now
+                last[key] = now
             self.post_message(RunEvent(event, run_id))
 
         return on_event

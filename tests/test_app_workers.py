@@ -112,3 +112,40 @@ def test_the_app_runs_a_decoding_plan_on_a_real_ray_worker_with_live_curves(tiny
         if was_on:
             faulthandler.enable(file=sys.__stderr__)
     assert "interval" in live_methods
+
+
+class BackToBack(FakeRunner):
+    """Two workers reporting units back to back, as the driver does: each "measured" is followed at once by the
+    "measuring" of the worker's next unit."""
+
+    def __call__(self, target, on_event=None, cancel=None, out=None):
+        def report(worker, state, unit, pace=None):
+            data = {"worker": worker, "state": state, "device": "cuda:0", "node": f"gpu-{worker}", "unit": unit,
+                    "samples_per_s": pace}
+            on_event(Event("worker", f"worker {worker}: {state} {unit}", data))
+
+        for worker in (0, 1):
+            report(worker, "ready", None)
+            report(worker, "measuring", f"snapkv s#{worker}")
+        for n in range(3):
+            for worker in (0, 1):
+                report(worker, "measured", f"snapkv s#{2 * n + worker}", 2.0 + n)
+                if n < 2:
+                    report(worker, "measuring", f"snapkv s#{2 * n + 2 + worker}")
+        return super().__call__(target, on_event, cancel, out)
+
+
+def test_the_worker_line_shows_the_unit_each_worker_measures_now(tmp_path):
+    """Reports are thinned per worker and a worker's next unit always arrives (the line was left on the unit before)."""
+    async def go():
+        app = make_app(tmp_path, BackToBack(), progress_interval=10.0)  # thinning everything it may
+        async with app.run_test(size=(140, 30)) as pilot:
+            await pilot.pause()
+            await pilot.press("ctrl+r")
+            await run_to_end(pilot)
+            await pilot.pause(0.2)
+            assert app.run_state.workers[0]["unit"] == "snapkv s#4" and app.run_state.workers[1]["unit"] == "snapkv s#5"
+            # 2 "ready" + 6 "measuring" + each worker's first "measured" (thinned per worker, not one for both)
+            assert app.run_state.delivered["worker"] == 10
+
+    drive(go())
