@@ -293,3 +293,18 @@ def test_a_decoding_sweep_on_workers_streams_its_live_budget_curves(local_ray, t
     # The single-process run reported the same cells and samples live.
     assert {(d["cell"], d["sample_id"]) for d in live} == {(e.data["cell"], e.data["sample_id"]) for e in one_events
                                                            if e.kind == "live"}
+
+
+def test_units_are_recorded_while_the_next_method_waits_for_a_busy_worker(local_ray, tiny_llama_dir, single, tmp_path):
+    """Opening the next method waits for a worker that is still measuring (an actor answers in turn); the units that
+    come back meanwhile are recorded then, not after the open (the driver used to stall: no records, no live
+    figures, no saves until that worker was free)."""
+    events = []
+    two = runner.run(parse_plan(tiny_plan(tiny_llama_dir, execution={"workers": 2})), events.append,
+                     out=str(tmp_path / "two.json"))
+    assert two.status == "finished" and records(two) == records(single)
+    started = [e for e in events if e.kind == "cell-started"]
+    first_method = two.cells[started[0].data["cell"]]["method"]
+    second = next(i for i, e in enumerate(events) if e.kind == "cell-started"
+                  and two.cells[e.data["cell"]]["method"] != first_method)
+    assert any(e.kind == "worker" and e.data["state"] == "measured" for e in events[:second])

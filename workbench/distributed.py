@@ -234,9 +234,10 @@ class DistributedRun:
         """[(sample id, input length)] as the workers draw them, or None (the dataset's cells failed)."""
         try:
             if not self.slots:
-                raise RuntimeError("no worker left: every worker was lost")
-            return self.ray.get(self._idle_or_first().actor.sample_index.remote(dataset))
-        except Exception as err:  # an unusable dataset fails its own cells only
+                raise _CallFailed(RuntimeError("no worker left: every worker was lost"))
+            return self._await(self._idle_or_first().actor.sample_index.remote(dataset))
+        except _CallFailed as failed:  # an unusable dataset fails its own cells only
+            err = failed.error
             cause = getattr(err, "cause", None) or err
             for c in self.session.cells.values():
                 if c["dataset"] == dataset and c["status"] not in ("done", "unavailable"):
@@ -273,10 +274,11 @@ class DistributedRun:
             return self._fail(group.keys.values(), "error", "no worker left: every worker was lost")
         slot = self._idle_or_first()
         try:
-            opened = self.ray.get(slot.actor.open.remote(group.dataset, group.method.label, group.rates))
-        except Exception as err:
+            opened = self._await(slot.actor.open.remote(group.dataset, group.method.label, group.rates))
+        except _CallFailed as failed:
+            err = failed.error
             if not self._lost(err):
-                raise
+                raise err from None
             self._replace(slot, str(err).splitlines()[0])
             if not self.slots:
                 return self._fail(group.keys.values(), "error", f"no worker left: {str(err).splitlines()[0]}")
@@ -323,20 +325,39 @@ class DistributedRun:
             ready, _ = ray.wait([*self.in_flight, *self.starting], num_returns=1, timeout=0.5)
             self._drain_live()
             for ref in ready:
-                if ref in self.starting:
-                    self._started(ref)
-                    continue
-                slot, job = self.in_flight.pop(ref)
-                try:
-                    result = ray.get(ref)
-                except Exception as err:
-                    if not self._lost(err):
-                        raise
-                    self._retry(slot, job, err)
-                    continue
-                self._record(slot, job, result)
+                self._answered(ref)
                 if self.stopped:
                     return
+
+    def _answered(self, ref) -> None:
+        """A replacement worker said who it is, or a unit came back (recorded, or retried if its worker was lost)."""
+        if ref in self.starting:
+            self._started(ref)
+            return
+        slot, job = self.in_flight.pop(ref)
+        try:
+            result = self.ray.get(ref)
+        except Exception as err:
+            if not self._lost(err):
+                raise
+            self._retry(slot, job, err)
+            return
+        self._record(slot, job, result)
+
+    def _await(self, ref):
+        """``ray.get(ref)`` of a call to a worker that may be measuring a unit first (an actor answers in turn): the
+        units in flight that come back meanwhile are recorded and the live figures go out, as while pumping. The
+        call's own failure comes as :class:`_CallFailed` (what recording raises is not the call's)."""
+        while True:
+            ready, _ = self.ray.wait([ref, *self.in_flight, *self.starting], num_returns=1, timeout=0.5)
+            self._drain_live()
+            for done in ready:
+                if done == ref:
+                    try:
+                        return self.ray.get(ref)
+                    except Exception as err:
+                        raise _CallFailed(err) from err
+                self._answered(done)
 
     def _next_job(self) -> _Job | None:
         while self.queue and not self.cancel.is_set():
@@ -419,6 +440,14 @@ class DistributedRun:
             "status": s.status, "failed": len(s.failed_cells()), "stopped": None, "api": None,
             "elapsed": time.monotonic() - self.started, "workers": len(self.slots), "units": self.units_done,
             "overhead_seconds_per_unit": self.overhead / self.units_done if self.units_done else None}))
+
+
+class _CallFailed(Exception):
+    """A call to a worker raised ``error`` (apart from what recording other units raised meanwhile)."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass(frozen=True)
