@@ -9,6 +9,14 @@ import threading
 from test_app_fakes import make_app, setup_ready, wait_for
 
 
+async def palette(pilot, command: str) -> None:
+    """Run a command of the command palette as a user does: ctrl+p, its name typed, enter."""
+    await pilot.press("ctrl+p")
+    await pilot.press(*command)
+    await pilot.pause(0.3)
+    await pilot.press("enter")
+
+
 def _fake_training(calls: list, release: threading.Event):
     def train(model, on_progress, cancel):
         calls.append(model)
@@ -34,10 +42,7 @@ def test_palette_trains_a_kvzap_scorer_for_the_setup_model_as_a_job(tmp_path):
         app.train_fn = _fake_training(calls, release)
         async with app.run_test(size=(100, 30)) as pilot:
             await setup_ready(pilot)
-            await pilot.press("ctrl+p")
-            await pilot.press(*"train: kvzap")
-            await pilot.pause(0.3)
-            await pilot.press("enter")
+            await palette(pilot, "train: kvzap")
             await wait_for(pilot, lambda: "targets 3/3" in (app.train_status or ""), what="training progress")
             assert app.training_active() and app.screen.is_current  # the app stays usable while it trains
             app.action_train_kvzap()  # a second one is refused while the first runs
@@ -94,10 +99,7 @@ def test_palette_trains_a_point_classifier_as_a_job_and_reads_its_scores(tmp_pat
         app.train_fn = train
         async with app.run_test(size=(100, 30)) as pilot:
             await setup_ready(pilot)
-            await pilot.press("ctrl+p")
-            await pilot.press(*"train: point")
-            await pilot.pause(0.3)
-            await pilot.press("enter")
+            await palette(pilot, "train: point")
             await wait_for(pilot, lambda: "features 2/4" in (app.train_status or ""), what="training progress")
             await pilot.press("f3")  # the Progress view shows the job's progress while no run holds its status line
             await wait_for(pilot, lambda: "Training: [features 2/4] hidden states at layer 30: text 2/4"
