@@ -46,9 +46,6 @@ export PYTHONUNBUFFERED=1
 
 if [ "$smoke" = 1 ]; then
     device=cpu
-    # A CPU worker runs one torch thread; the single-process run must too for its records to be bitwise the same
-    # (the thread count changes the order of float reductions).
-    export OMP_NUM_THREADS=1
     prefill=(--model smollm2-135m --context 128 --continuation 16 --rates 1,9 --repeats 1 --batch 1)
     lingua2=(--sizes tiny --words 512 --repeats 1 --batch-texts 2 --batch-words 100)
     prompt=(--samples 2 --context 128 --continuation 16 --batch 2)

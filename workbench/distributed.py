@@ -13,6 +13,7 @@ Importing this module loads no Ray: :mod:`workbench.ray_worker` imports it when 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class DistributedRun:
             ray, started_here = ray_worker.connect(ex.ray, ex.workers)
         except ray_worker.RayUnreachable as err:
             raise PlanError(str(err)) from None
+        self.local_ray = started_here
         self.ray, self.slots, self.queue, self.in_flight, self.starting = ray, [], deque(), {}, {}
         self.units_done, self.overhead, self.live = 0, 0.0, None
         try:
@@ -120,7 +122,10 @@ class DistributedRun:
         where = f"the Ray cluster at {ex.ray}" if ex.ray else "a local Ray"
         self.emit(Event("model-loading", f"loading {self.plan.model} on {n} worker{'s' * (n != 1)} "
                         f"({'one GPU' if use_gpus else 'one CPU'} each) on {where}", {"model": self.plan.model, "workers": n}))
-        self.worker_cls = ray_worker.worker_class(ray, use_gpus)
+        # CPU workers of a Ray started for this run share this machine's cores: cores // N each (one worker computes
+        # with the threads of the single-process run, so its records are the same to the bit). On a cluster, one.
+        cpus = max(1, (os.cpu_count() or 1) // n) if self.local_ray and not use_gpus else 1
+        self.worker_cls = ray_worker.worker_class(ray, use_gpus, cpus)
         self.restarts_left = n  # replacements for lost workers, all together
         self.slots = [_Slot(i, self.worker_cls.remote(self.plan.to_dict(), i, self.run.backend_loader)) for i in range(n)]
         try:

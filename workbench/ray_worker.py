@@ -133,8 +133,9 @@ class Worker:
         return post
 
 
-def worker_class(ray, gpus: bool):
-    """The Ray actor class: one GPU each where the cluster has GPUs, else one CPU each (one torch thread)."""
-    options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+def worker_class(ray, gpus: bool, cpus: int = 1):
+    """The Ray actor class: one GPU each where the cluster has GPUs, else ``cpus`` CPUs each (Ray gives the actor as
+    many torch threads: OMP_NUM_THREADS)."""
+    options = {"num_gpus": 1} if gpus else {"num_cpus": cpus}
     # Units are retried by the driver on another actor: Ray restarts none by itself (max_restarts=0).
     return ray.remote(max_restarts=0, **options)(Worker)
