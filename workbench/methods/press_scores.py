@@ -35,6 +35,8 @@ def future_from(press, method: str, seen: int):
     the last ones, which would put the future queries near the start of the sequence."""
     own = getattr(press, method)
     signature = inspect.signature(own)
+    if "q_len" not in signature.parameters:  # a kvpress that renamed it: fail loudly rather than score from 0
+        raise TypeError(f"{type(press).__name__}.{method} takes no q_len: its future positions cannot be set")
 
     def at_seen(*args, **kwargs):
         call = signature.bind(*args, **kwargs)
