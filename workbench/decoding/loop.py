@@ -42,9 +42,9 @@ class Target:
 
 class Evictor:
     """Cuts each layer's cache to the target with a score-based press, between forward passes. While its hooks are
-    held it keeps, per layer, the last ``buffer`` hidden states entering attention with their rotary position
-    embeddings (a window press's queries need their own positions, not only the last token's), and that forward's
-    other kwargs, which the press's ``score`` reads. What else a press needs there is on its registry entry
+    held it keeps, per layer, the last ``buffer`` hidden states entering attention (for a press with a query window
+    with their rotary position embeddings: its queries need their own positions, not only the last token's), and
+    that forward's other kwargs, which the press's ``score`` reads. What else a press needs there is on its registry entry
     (``traits``, a ``PressTraits``): a query window, where its future queries start, a per-layer budget, a rate-free
     score."""
 
@@ -77,7 +77,8 @@ class Evictor:
     def hooks(self):
         def remember(module, args, kwargs):
             i = module.layer_idx
-            h, rope = kwargs["hidden_states"], kwargs.get("position_embeddings")
+            h = kwargs["hidden_states"]
+            rope = kwargs.get("position_embeddings") if self.traits.query_window else None  # else the last suffice
             if i in self.hidden:
                 h = torch.cat([self.hidden[i], h], dim=1)
                 if rope is not None:
