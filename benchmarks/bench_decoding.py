@@ -45,7 +45,6 @@ def run_once(lm, prompt, forced, every, press_name, rate):
     from workbench.decoding import curve as curves
     from workbench.decoding import loop
     from workbench.decoding.schedules import Interval
-    from workbench.methods.press_build import build_press
     from workbench.methods.registry import lookup, resolve_params
     from workbench.metrics import PeakMemory
 
@@ -54,8 +53,8 @@ def run_once(lm, prompt, forced, every, press_name, rate):
     schedule = evictor = None
     if every is not None:
         schedule = Interval(every)
-        evictor = loop.Evictor(lm.model, build_press(press_name, resolve_params(lookup(press_name, "kv"), {}), None),
-                               loop.Target(rate=rate))
+        evictor = loop.Evictor.for_press(lm.model, press_name, resolve_params(lookup(press_name, "kv"), {}),
+                                         loop.Target(rate=rate))
     out = loop.decode(lm.model, lm.tokenizer, prompt, len(forced), set(), schedule, evictor, forced=forced)
     return {"tps": (len(forced) - 1) / out.decode_seconds, "points": len(out.points), "kv": curves.mean_tokens(out.curve),
             "peak": peak.peak()}

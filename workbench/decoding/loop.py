@@ -14,7 +14,7 @@ uncompressed model's greedy tokens scored through the compressing cache); their 
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -23,7 +23,7 @@ from workbench import kv_eval, kv_room
 from workbench.decoding import curve as curves
 from workbench.decoding.schedule import Schedule, Step
 
-HIDDEN_BUFFER = 64  # hidden states kept per layer for the press's scores (kvpress's DecodingPress keeps 256)
+HIDDEN_BUFFER = 64  # hidden states kept per layer for the press's scores, at least (kvpress's DecodingPress keeps 256)
 LIVE_INTERVAL = 0.2  # seconds between live budget reports
 
 
@@ -42,25 +42,55 @@ class Target:
 
 class Evictor:
     """Cuts each layer's cache to the target with a score-based press, between forward passes. While its hooks are
-    held it keeps the last HIDDEN_BUFFER hidden states entering each layer's attention, and that forward's kwargs
-    (position embeddings …), which the press's ``score`` reads."""
+    held it keeps, per layer, the last ``buffer`` hidden states entering attention (for a press with a query window
+    with their rotary position embeddings: its queries need their own positions, not only the last token's), and
+    that forward's other kwargs, which the press's ``score`` reads. What else a press needs there is on its registry entry
+    (``traits``, a ``PressTraits``): a query window, where its future queries start, a per-layer budget, a rate-free
+    score."""
 
-    def __init__(self, model, press, target: Target):
+    def __init__(self, model, press, target: Target, traits=None):
+        from workbench.methods.presses import PressTraits
+
         self.model, self.press, self.target = model, press, target
+        self.traits = traits if traits is not None else PressTraits(scorer=True)
+        self.score = kv_eval.score_function(self.traits, press)  # StreamingLLM's own score needs the rate
         self.modules = kv_eval.attention_modules(model)
+        window = getattr(press, self.traits.query_window) if self.traits.query_window else 0
+        self.buffer = max(HIDDEN_BUFFER, window + 1)  # the window's queries, and the one more SnapKV asserts
         self.hidden: dict[int, torch.Tensor] = {}
+        self.rope: dict[int, tuple] = {}
         self.kwargs: dict[int, dict] = {}
+        # Per layer: how many of the cache's last entries are the latest tokens seen, in order (a query window
+        # must not reach past them: its causal mask reads the window's queries as the last keys).
+        self.recent: dict[int, int] = {}
         press.post_init_from_model(model)
+
+    @classmethod
+    def for_press(cls, model, name: str, params: dict, target: Target) -> Evictor:
+        """The registry's press ``name`` with resolved ``params``, with its entry's traits."""
+        from workbench.methods.press_build import build_press
+        from workbench.methods.presses import PRESSES
+
+        return cls(model, build_press(name, params, None), target, PRESSES[name].traits)
 
     @contextmanager
     def hooks(self):
         def remember(module, args, kwargs):
+            i = module.layer_idx
             h = kwargs["hidden_states"]
-            prev = self.hidden.get(module.layer_idx)
-            h = h if prev is None else torch.cat([prev, h], dim=1)
-            self.hidden[module.layer_idx] = h[:, -HIDDEN_BUFFER:]
-            self.kwargs[module.layer_idx] = kwargs
+            rope = kwargs.get("position_embeddings") if self.traits.query_window else None  # else the last suffice
+            if i in self.hidden:
+                h = torch.cat([self.hidden[i], h], dim=1)
+                if rope is not None:
+                    rope = tuple(torch.cat([old, new], dim=1) for old, new in zip(self.rope[i], rope))
+            self.hidden[i] = h[:, -self.buffer:]
+            if rope is not None:
+                self.rope[i] = tuple(r[:, -self.buffer:] for r in rope)
+            self.recent[i] = self.recent.get(i, 0) + kwargs["hidden_states"].shape[1]
+            self.kwargs[i] = kwargs
 
+        for state in (self.hidden, self.rope, self.kwargs, self.recent):
+            state.clear()  # a new generation starts with its prefill
         handles = [m.register_forward_pre_hook(remember, with_kwargs=True) for m in self.modules]
         try:
             yield
@@ -69,13 +99,58 @@ class Evictor:
                 h.remove()
 
     def compress(self, cache, seen: int) -> None:
+        """Cut every layer to the target for ``seen`` tokens seen (or the press's own budget for that layer)."""
         n = self.target.tokens(seen)
         for i, layer in enumerate(cache.layers):
-            if layer.keys.shape[2] <= n:
+            module, k_len = self.modules[i], layer.keys.shape[2]
+            n_layer = self._layer_budget(module, n, seen)
+            if k_len <= n_layer:
                 continue
-            scores = self.press.score(self.modules[i], self.hidden[i], layer.keys, layer.values, None, self.kwargs[i])
-            kept = scores.topk(n, dim=-1).indices.sort(dim=-1).values
+            kwargs = {**self.kwargs[i], **({"position_embeddings": self.rope[i]} if i in self.rope else {})}
+            with self._scoring(i, seen, k_len):
+                scores = self.score(module, self.hidden[i], layer.keys, layer.values, None, kwargs)
+            kept = scores.topk(n_layer, dim=-1).indices.sort(dim=-1).values
             layer.keys, layer.values = kv_eval.keep_entries(layer.keys, layer.values, kept)
+            self.recent[i] = _latest_kept(kept, k_len, self.recent[i])
+
+    def _layer_budget(self, module, n: int, seen: int) -> int:
+        """``n``, or where the press sets a budget per layer, its budget for this layer at the fraction n / seen
+        (the layers then hold n on average); get_layer_budget reads the ratio off the press, as in a prefill."""
+        if not self.traits.layer_budget or n >= seen:
+            return n
+        ratio = self.press.compression_ratio
+        self.press.compression_ratio = 1.0 - n / seen
+        try:
+            return self.press.get_layer_budget(module, seen)
+        finally:
+            self.press.compression_ratio = ratio
+
+    @contextmanager
+    def _scoring(self, i: int, seen: int, k_len: int):
+        """The press as it must score layer ``i`` between steps: its query window narrowed to the latest tokens held
+        (and buffered), its future queries starting at the tokens seen."""
+        from workbench.methods import press_scores
+
+        with ExitStack() as stack:
+            name = self.traits.query_window
+            if name:
+                full = getattr(self.press, name)
+                setattr(self.press, name, max(1, min(full, self.hidden[i].shape[1] - 1, self.recent[i], k_len - 1)))
+                stack.callback(setattr, self.press, name, full)
+            if self.traits.future_positions:
+                stack.enter_context(press_scores.future_from(self.press, self.traits.future_positions, seen))
+            yield
+
+
+def _latest_kept(kept: torch.Tensor, k_len: int, recent: int) -> int:
+    """How many of the last entries ``kept`` (sorted (B, H, n) indices into ``k_len`` entries) are the cache's
+    latest ``recent`` in every head: the latest tokens still held, in order, after the cut."""
+    m = min(kept.shape[-1], recent)
+    if m == 0:
+        return 0
+    same = (kept[..., -m:] == torch.arange(k_len - m, k_len, device=kept.device)).flatten(0, -2).all(dim=0)
+    missing = (~same).nonzero()
+    return m if missing.numel() == 0 else m - 1 - int(missing[-1])
 
 
 @dataclass

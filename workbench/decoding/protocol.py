@@ -25,7 +25,6 @@ from workbench.decoding import curve as curves
 from workbench.decoding import loop
 from workbench.evaluate import token_windows
 from workbench.methods import registry
-from workbench.methods.press_build import build_press
 from workbench.task_eval import _eos, _ids
 
 
@@ -117,7 +116,7 @@ class Decoding:
                 schedule = build_schedule(method, backend)
                 described[:] = [schedule.describe()]
                 spec = _press_spec(method)
-                evictor = loop.Evictor(model, build_press(spec["name"], spec["params"], None), target_for(method, rate))
+                evictor = loop.Evictor.for_press(model, spec["name"], spec["params"], target_for(method, rate))
             live = (lambda rows: on_curve(sample.sample_id, rate, rows)) if on_curve is not None and tokens is None else None
             return loop.decode(model, tok, prompt, protocol.max_new_tokens, _eos(backend), schedule, evictor, forced=tokens,
                                seed=seed + protocol.seed, on_curve=live, temperature=protocol.temperature)

@@ -7,6 +7,9 @@ exactly the set the press keeps at that rate.
 
 from __future__ import annotations
 
+import inspect
+from contextlib import contextmanager
+
 import torch
 
 
@@ -22,3 +25,26 @@ def streaming_positions(press):
         return scores
 
     return positional
+
+
+@contextmanager
+def future_from(press, method: str, seen: int):
+    """Within the block the press's ``method`` — whose ``q_len`` argument is the position its expected future queries
+    start at (ExpectedAttention's ``apply_avg_rope``) — is called with ``seen`` instead. The press reads ``q_len``
+    off the hidden states it is given: in a prefill the tokens seen, but between decoding steps only the buffer of
+    the last ones, which would put the future queries near the start of the sequence."""
+    own = getattr(press, method)
+    signature = inspect.signature(own)
+    if "q_len" not in signature.parameters:  # a kvpress that renamed it: fail loudly rather than score from 0
+        raise TypeError(f"{type(press).__name__}.{method} takes no q_len: its future positions cannot be set")
+
+    def at_seen(*args, **kwargs):
+        call = signature.bind(*args, **kwargs)
+        call.arguments["q_len"] = seen
+        return own(*call.args, **call.kwargs)
+
+    setattr(press, method, at_seen)  # the instance's attribute shadows the class's method
+    try:
+        yield
+    finally:
+        delattr(press, method)

@@ -72,6 +72,18 @@ class PressTraits:
     own_params: tuple[str, ...] = ()
     # Parameters naming a local folder (when set): checked to exist before a run (preflight).
     folder_params: tuple[str, ...] = ()
+    # Between decoding steps (a decoding schedule's points) a scorer press is handed the last hidden states entering
+    # each layer's attention, not one per cached entry. What that asks of a press:
+    # - the parameter giving how many of the last tokens' queries its score reads over the cache's last entries
+    #   (SnapKV's ``window_size``; it asserts more hidden states than that): the loop keeps one more hidden state
+    #   than the window, and narrows the window where fewer of the latest tokens are held;
+    query_window: str | None = None
+    # - the press's method taking ``q_len``, where its expected future queries start (ExpectedAttention's
+    #   ``apply_avg_rope``): the press reads it from the hidden states' length, in a prefill the tokens seen but
+    #   between decoding steps the buffer's length, so the loop passes the tokens seen;
+    future_positions: str | None = None
+    # - why its score cannot be taken there at all (a schedule refuses the press when the plan is validated).
+    not_between_steps: str | None = None
 
 
 def _press(name, cls, summary, params=None, rate_param=CR, nested=(), needs_hub=None, attention=None, aliases=(), builder=None,
@@ -104,6 +116,9 @@ _WRAPPER = PressTraits(per_rate_reason="its selection is not a rate-independent 
 _KVZIP = PressTraits(per_rate_reason="it reconstructs the context to score entries, per rate", headwise_mask=True)
 _DECODING = PressTraits(per_rate_reason="compresses while decoding", decoding=True, wraps="scorer-or-headwise")
 _NOT_SCORE = "its selection is not a rate-independent score"
+_EVERY_HIDDEN = "it scores every cached entry from that token's own hidden state, which is not kept after the prefill"
+_WINDOW = PressTraits(scorer=True, query_window="window_size")
+_EXPECTED = PressTraits(scorer=True, future_positions="apply_avg_rope")
 
 PRESSES: dict[str, MethodInfo] = {
     i.name: i
@@ -116,9 +131,9 @@ PRESSES: dict[str, MethodInfo] = {
         _press("streaming-llm", "StreamingLLMPress", "keep attention sinks and the most recent window", {"n_sink": 4}, aliases=("streamingllm",),
                traits=replace(SCORER, rate_free_score="workbench.methods.press_scores:streaming_positions"), rules={"n_sink": _NONNEG}),
         _press("snapkv", "SnapKVPress", "attention of the last window of queries, pooled", {"window_size": 64, "kernel_size": 5},
-               traits=SCORER, rules={"window_size": _POS, "kernel_size": _POS}),
+               traits=_WINDOW, rules={"window_size": _POS, "kernel_size": _POS}),
         _press("expected-attention", "ExpectedAttentionPress", "attention expected from future queries (statistics of the queries)",
-               {"n_future_positions": 512, "n_sink": 4, "use_covariance": True, "use_vnorm": True, "epsilon": 0.0}, traits=SCORER,
+               {"n_future_positions": 512, "n_sink": 4, "use_covariance": True, "use_vnorm": True, "epsilon": 0.0}, traits=_EXPECTED,
                rules={"n_future_positions": _POS, "n_sink": _NONNEG, "epsilon": _NONNEG}),
         _press("observed-attention", "ObservedAttentionPress", "average attention actually received during prefill (H2O-like)",
                attention="eager", aliases=("h2o",), traits=SCORER),
@@ -131,19 +146,22 @@ PRESSES: dict[str, MethodInfo] = {
                traits=replace(SCORER, random="use_random_leverage"),
                rules={"num_sinks": _NONNEG, "local_window_size": _POS, "leverage_type": R(choices=("key", "value", "kv_avg", "kv_product"))}),
         _press("leverage", "LeverageScorePress", "statistical leverage of the keys (sketched)", {"sketch_dimension": 48},
-               traits=replace(SCORER, random=True), rules={"sketch_dimension": _POS}),
-        _press("non-causal-attn", "NonCausalAttnPress", "non-causal attention within chunks", {"chunk_size": 256}, traits=SCORER,
+               traits=replace(SCORER, random=True, not_between_steps=_EVERY_HIDDEN), rules={"sketch_dimension": _POS}),
+        _press("non-causal-attn", "NonCausalAttnPress", "non-causal attention within chunks", {"chunk_size": 256},
+               traits=replace(SCORER, not_between_steps=_EVERY_HIDDEN),
                rules={"chunk_size": _POS}),
         _press("compactor", "CompactorPress", "leverage blended with non-causal attention",
                {"sink_size_start": 8, "sink_size_end": 4, "chunk_size": 256, "sketch_dimension": 48, "blending": None},
-               traits=replace(SCORER, random=True, per_rate_reason="blending defaults to the rate", shared_when_set="blending"),
+               traits=replace(SCORER, random=True, per_rate_reason="blending defaults to the rate", shared_when_set="blending",
+                              not_between_steps=_EVERY_HIDDEN),
                rules={"sink_size_start": _NONNEG, "sink_size_end": _NONNEG, "chunk_size": _POS, "sketch_dimension": _POS,
                       "blending": R(kind=float, minimum=0, maximum=1, optional=True)}),
         _press("cap", "CapPress", "expected attention with a capped softmax", {"tau": 5.0, "n_future_positions": 512, "n_sink": 4, "epsilon": 1e-06},
-               traits=SCORER, rules={"tau": R(kind=float, minimum=0, open_minimum=True), "n_future_positions": _POS, "n_sink": _NONNEG,
-                                     "epsilon": _NONNEG}),
+               traits=replace(SCORER, future_positions="_apply_avg_rope"),
+               rules={"tau": R(kind=float, minimum=0, open_minimum=True), "n_future_positions": _POS, "n_sink": _NONNEG,
+                      "epsilon": _NONNEG}),
         _press("pyramidkv", "PyramidKVPress", "SnapKV scores with a pyramid of per-layer budgets", {"window_size": 64, "kernel_size": 5, "beta": 20},
-               traits=replace(SCORER, layer_budget=True), rules={"window_size": _POS, "kernel_size": _POS, "beta": _POS}),
+               traits=replace(_WINDOW, layer_budget=True), rules={"window_size": _POS, "kernel_size": _POS, "beta": _POS}),
         _press("criticalkv", "CriticalKVPress", "two-stage selection weighted by the output projection of values",
                {"press": _DEFAULT_INNER, "epsilon": 1e-4, "first_stage_ratio": 0.5}, nested=("press",),
                traits=replace(_WRAPPER, scorer=True, per_rate_reason="its first-stage budget depends on the rate"),
@@ -152,13 +170,14 @@ PRESSES: dict[str, MethodInfo] = {
                {"model_type": "mlp", "scorer": None},
                needs_hub="needs a trained scorer: one `workbench train-kvzap` made for the model, a folder in 'scorer', or the hub's "
                          "nvidia/KVzap-* models",
-               builder="workbench.methods.kvzap_press:WorkbenchKVzapPress", traits=replace(SCORER, folder_params=("scorer",)),
+               builder="workbench.methods.kvzap_press:WorkbenchKVzapPress",
+               traits=replace(SCORER, folder_params=("scorer",), not_between_steps=_EVERY_HIDDEN),
                rules={"model_type": R(choices=("linear", "mlp")), "scorer": R(kind=str, optional=True)}),
         _press("qfilter", "QFilterPress", "project keys on learned query filters", {}, needs_hub=_HUB + " (nthngdy/* Q-filters)", traits=SCORER),
         _press("expected-attention-stats", "ExpectedAttentionStatsPress", "expected attention with query statistics from a dataset",
                {"n_future_positions": 512, "n_sink": 4, "use_covariance": True, "use_vnorm": True, "epsilon": 0.0, "sample_seq_len": 1000,
                 "num_samples": 100, "dataset_name": "kmfoda/booksum", "stats_folder": None},
-               needs_hub=_HUB + " (statistics computed from kmfoda/booksum)", traits=SCORER,
+               needs_hub=_HUB + " (statistics computed from kmfoda/booksum)", traits=_EXPECTED,
                rules={"n_future_positions": _POS, "n_sink": _NONNEG, "epsilon": _NONNEG, "sample_seq_len": _POS, "num_samples": _POS}),
         # Wrappers: change how the scores of an inner press are turned into a selection.
         _press("adakv", "AdaKVPress", "head-wise budgets over an inner press's scores (masks entries)",

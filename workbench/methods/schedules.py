@@ -58,21 +58,30 @@ SCHEDULES: dict[str, MethodInfo] = {
 }
 
 
+def between_steps(info: MethodInfo) -> str | None:
+    """Why the press ``info`` cannot evict between decoding steps, or None where it can: a schedule takes a press
+    that gives one score per KV entry not encoding the rate (a ScorerPress), needs no attention weights (none exist
+    between steps) and can score from the last hidden states (see ``PressTraits.not_between_steps``)."""
+    t = info.traits
+    if not t.scorer or info.nested:
+        return "a schedule evicts by one score per KV entry, and it is not a score-based press"
+    if info.attention == "eager":
+        return "it needs attention weights, which no forward computes between decoding steps"
+    if t.per_rate_reason is not None and not t.not_between_steps:
+        return f"its scores depend on the rate ({t.per_rate_reason})"
+    return t.not_between_steps
+
+
 def check_press(params: dict, where: str) -> None:
-    """The nested press must give one score per KV entry that does not encode the rate (a ScorerPress), and
-    must not need eager attention (no attention weights exist between decoding steps). Raises ValueError
-    naming the field (``.press: …``)."""
+    """Refuse a nested press that cannot evict between decoding steps (see :func:`between_steps`). Raises
+    ValueError naming the field (``.press: …``)."""
     from workbench.methods import presses
 
     spec = params.get(PRESS)
     if not isinstance(spec, dict):
         return
-    info = presses.PRESSES[spec["name"]]
-    t = info.traits
-    ok = t.scorer and not info.nested and info.attention != "eager" and t.per_rate_reason is None and not t.layer_budget
-    if not ok:
-        usable = ", ".join(sorted(n for n, p in presses.PRESSES.items()
-                                  if p.traits.scorer and not p.nested and p.attention != "eager"
-                                  and p.traits.per_rate_reason is None and not p.traits.layer_budget))
-        raise ValueError(f"{where}.{PRESS}: a schedule evicts by a score-based press's scores; {spec['name']} is not one "
-                         f"that works between decoding steps (use one of: {usable})")
+    reason = between_steps(presses.PRESSES[spec["name"]])
+    if reason is not None:
+        usable = ", ".join(sorted(n for n, p in presses.PRESSES.items() if between_steps(p) is None))
+        raise ValueError(f"{where}.{PRESS}: {spec['name']} cannot evict between decoding steps: {reason} "
+                         f"(use one of: {usable})")
