@@ -142,6 +142,12 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
             if not isinstance(data[key], str) or not data[key].strip():
                 raise PlanError("expected a non-empty string", source, key)
             out[key] = data[key].strip()
+    from workbench.plan import DEVICE_PATTERN, DTYPES  # a comparison plan's words, checked before the model loads
+
+    if not DEVICE_PATTERN.fullmatch(out.get("device", "auto")):
+        raise PlanError(f"unknown device {out['device']!r} (auto, cpu, cuda, cuda:N, mps)", source, "device")
+    if out.get("dtype", "auto") not in DTYPES:
+        raise PlanError(f"unknown dtype {out['dtype']!r} ({', '.join(DTYPES)})", source, "dtype")
     for key, minimum in _INT_FIELDS.items():
         if key in data:
             out[key] = _int(data[key], source, key, minimum)
