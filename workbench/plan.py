@@ -511,6 +511,11 @@ def parse_execution(value: Any, source, path) -> ExecutionSpec | None:
     _expect(address is None or (isinstance(address, str) and address.strip() and address.isprintable()),
             'expected "auto" (the cluster this machine belongs to) or a cluster address such as "10.0.0.5:6379"',
             source, f"{path}.ray")
+    if address is not None:
+        from workbench.ray_cluster import address_problem
+
+        problem = address_problem(address)
+        _expect(problem is None, problem or "", source, f"{path}.ray")
     _expect(workers is not None or address is not None, 'give "workers", "ray" or both (null: run in this process)',
             source, path)
     return ExecutionSpec(workers=workers, ray=address.strip() if address else None)
