@@ -51,13 +51,16 @@ def preflight(plan: Plan, source: str | None = None) -> None:
 
 
 def _check_folders(plan: Plan, source) -> None:
-    """Folders a method's parameters name (a KVzap scorer) exist: a typo fails now, not as a cell at run time."""
-    from workbench.methods import presses
+    """Folders a method's parameters name (a KVzap scorer, a point classifier) exist: a typo fails now, not as a
+    cell at run time."""
+    from workbench.methods import presses, registry
 
     for i, m in enumerate(plan.methods):
-        if m.family != "kv":
-            continue
-        for where, folder in presses.folders(m.name, m.params, f"methods[{i}].params"):
+        where = f"methods[{i}].params"
+        named = presses.folders(m.name, m.params, where) if m.family == "kv" else []
+        rules = registry.lookup(m.name, m.family).rules
+        named += [(f"{where}.{key}", m.params[key]) for key, rule in rules.items() if rule.folder and m.params.get(key)]
+        for where, folder in named:
             if not pathlib.Path(str(folder)).expanduser().is_dir():
                 raise PlanError(f"{folder} is not a folder here", source, where)
 

@@ -32,6 +32,7 @@ class ParamRule:
     optional: bool = False  # None is accepted too
     item_minimum: float | None = None  # lists of numbers: each item's range
     item_maximum: float | None = None
+    folder: bool = False  # a string naming a local folder: it must exist where the plan runs (preflight)
 
     def check(self, value: Any, default: Any, name: str) -> Any:
         kind = self.kind or (type(default) if default is not None else None)
