@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None, command=None) -> int:
     from workbench.models.spec import data_root
 
     workdir = args.workdir or str(data_root() / "learned" / "ablations" / data["name"])
+    if os.path.exists(workdir) and not os.path.isdir(workdir):  # else every run would fail to start, one by one
+        print(f"workbench train: --workdir {workdir}: is a file; name a folder for the runs' plans", file=sys.stderr)
+        return EXIT_BAD_INPUT
     launcher, slots = None, None
     if args.ray is not None:
         from workbench.learned.ablation_ray import RayLauncher
