@@ -148,12 +148,13 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
             if not isinstance(data[key], str) or not data[key].strip():
                 raise PlanError("expected a non-empty string", source, key)
             out[key] = data[key].strip()
-    from workbench.plan import DEVICE_PATTERN, DTYPES  # a comparison plan's words, checked before the model loads
+    from workbench.models.spec import check_device_dtype_words
 
-    if not DEVICE_PATTERN.fullmatch(out.get("device", "auto")):
-        raise PlanError(f"unknown device {out['device']!r} (auto, cpu, cuda, cuda:N, mps)", source, "device")
-    if out.get("dtype", "auto") not in DTYPES:
-        raise PlanError(f"unknown dtype {out['dtype']!r} ({', '.join(DTYPES)})", source, "dtype")
+    for key in ("device", "dtype"):  # a typo is said now, not after a run folder was made for it
+        try:
+            check_device_dtype_words(**{key: out.get(key, "auto")})
+        except ValueError as err:
+            raise PlanError(str(err), source, key) from None
     for key, minimum in _INT_FIELDS.items():
         if key in data:
             out[key] = _int(data[key], source, key, minimum)
