@@ -43,8 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _output_problem(args) -> str | None:
-    """Report files that would replace a session being analysed or one another, or cannot be written where they
-    point: said before the analysis runs, and nothing is written."""
+    """Report files that would replace a session being analysed or one another, or a plot that is no PNG: said
+    before the analysis runs, and nothing is written. (A missing folder is made; a path that is a folder is the
+    writer's 'cannot write'.)"""
     from pathlib import Path
 
     outputs = [(flag, Path(path).expanduser()) for flag, path in
@@ -59,10 +60,6 @@ def _output_problem(args) -> str | None:
         if where in seen:
             return f"{flag} {path}: {seen[where]} writes there too; give each report its own file"
         seen[where] = flag
-        if path.is_dir():
-            return f"{flag} {path}: is a folder; name a file"
-        if not path.parent.is_dir():
-            return f"{flag} {path}: the folder {path.parent} does not exist"
     if args.plot and Path(args.plot).suffix.lower() != ".png":
         return f"--plot {args.plot}: the plot is a PNG image; name a .png file"
     return None
