@@ -45,6 +45,10 @@ def preflight(plan: Plan, source: str | None = None) -> None:
         raise PlanError(f"{p.context_tokens:,} context + {p.continuation_tokens:,} continuation tokens need "
                         f"{p.context_tokens + p.continuation_tokens:,} positions; {plan.model} has {positions:,}",
                         source, "protocol.context_tokens")
+    if positions is not None and p.name == "task" and (p.max_new_tokens or 0) >= positions:
+        # the answer alone would outgrow the model (and its cache buffer the memory): every cell would fail
+        raise PlanError(f"{p.max_new_tokens:,} new tokens after the prompt need more positions than {plan.model} has "
+                        f"({positions:,})", source, "protocol.max_new_tokens")
     for i, ds in enumerate(plan.datasets):
         _check_dataset(plan, i, ds, positions, tokenizer, source)
     _check_folders(plan, source)
