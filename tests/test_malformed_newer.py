@@ -158,6 +158,8 @@ CASES: list[Case] = [
     Case("analyze-decode-seconds-word", ["analyze", "{d}/s.json"],
          ("{d}/s.json", "field 'cells[0].samples[0].decode_seconds'"), {"s.json": _session(_sample(decode_seconds="x"))}),
     Case("analyze-list", ["analyze", "{d}/s.json"], ("{d}/s.json", "JSON object"), {"s.json": [1, 2]}),
+    Case("analyze-same-session-twice", ["analyze", "{d}/s.json", "{d}/./s.json"], ("{d}/./s.json", "twice"),
+         {"s.json": SESSION}),
     Case("analyze-out-is-the-session", ["analyze", "{d}/s.json", "--out", "{d}/s.json"], ("--out {d}/s.json", "replace"),
          {"s.json": SESSION}),
     Case("analyze-markdown-is-the-session", ["analyze", "{d}/s.json", "--markdown", "{d}/./s.json"], ("--markdown",),
