@@ -216,6 +216,13 @@ CASES: list[Case] = [
          {"p.json": {"model": "smollm2-135m", "datasets": [{"name": "gsm8k", "samples": 1, "seed": 0}], "rates": [0.5],
                      "protocol": {"name": "task", "n_shots": 1, "max_new_tokens": 10**12},
                      "methods": [{"name": "random", "family": "prompt"}]}}),
+    Case("schedule-classifier-weights-damaged", ["--preset", "{d}/p.json", "--out", "{d}/o.json"],
+         ("field 'methods[0].params.classifier'", "classifier.safetensors", "damaged"),
+         {"p.json": _decoding({"name": "learned-points", "params": {"classifier": "{d}/cls", "budget": 32}}), "cls": DIR,
+          "cls/config.json": {"format": 1}, "cls/classifier.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}"}),
+    Case("schedule-classifier-no-config", ["--preset", "{d}/p.json", "--out", "{d}/o.json"],
+         ("field 'methods[0].params.classifier'", "config.json"),
+         {"p.json": _decoding({"name": "learned-points", "params": {"classifier": "{d}/cls", "budget": 32}}), "cls": DIR}),
     Case("api-provider-list", ["--preset", "{d}/p.json", "--dry-run"], ("{d}/p.json", "evaluator.provider"),
          {"p.json": _api(provider=["openai"])}),
     Case("api-base-url-ftp", ["--preset", "{d}/p.json", "--dry-run"], ("{d}/p.json", "evaluator.base_url"),
@@ -318,3 +325,29 @@ def test_malformed_input_exits_2_naming_file_and_field(case, ctx, tmp_path):
     for name in case.names:
         assert _fill(name, folder) in last, f"{_fill(name, folder)!r} not in {last!r}"
     assert _snapshot(folder) == before, "a file was created, changed or removed"
+
+
+# --- the files checks accept what the trainers write (else every plan naming a good folder would be refused) --
+
+def test_the_checkpoint_files_check_passes_a_real_run_and_refuses_it_cut_short(ctx, tmp_path):
+    from workbench.learned import store
+
+    state = json.loads((ctx.run / "checkpoint-0" / "state.json").read_text())
+    store.check_tensor_files(ctx.run / "checkpoint-0", state, optimizer=True)
+    copy = tmp_path / "run"
+    shutil.copytree(ctx.run, copy)
+    weights = copy / "checkpoint-0" / store.OPTIMIZER
+    weights.write_bytes(weights.read_bytes()[:-1])
+    with pytest.raises(store.CheckpointError, match="optimizer.safetensors: corrupted"):
+        store.check_tensor_files(copy / "checkpoint-0", state, optimizer=True)
+
+
+def test_the_classifier_files_check_passes_a_saved_classifier_and_refuses_it_cut_short(tmp_path):
+    from workbench.points import classifier, store
+
+    folder = classifier.save(classifier.PointMLP(16, 8), {"format": store.FORMAT}, tmp_path / "cls")
+    store.check_files(str(folder))
+    weights = folder / store.WEIGHTS
+    weights.write_bytes(weights.read_bytes()[:-4])
+    with pytest.raises(store.CheckpointError, match="classifier.safetensors: damaged"):
+        store.check_files(str(folder))

@@ -55,18 +55,26 @@ def preflight(plan: Plan, source: str | None = None) -> None:
 
 
 def _check_folders(plan: Plan, source) -> None:
-    """Folders a method's parameters name (a KVzap scorer, a point classifier) exist: a typo fails now, not as a
-    cell at run time."""
+    """Folders a method's parameters name (a KVzap scorer, a point classifier) exist, and hold what they should
+    where the parameter's rule says how to tell: a typo or a damaged folder fails now, not as a cell at run time."""
+    import importlib
+
     from workbench.methods import presses, registry
 
     for i, m in enumerate(plan.methods):
         where = f"methods[{i}].params"
-        named = presses.folders(m.name, m.params, where) if m.family == "kv" else []
-        rules = registry.lookup(m.name, m.family).rules
-        named += [(f"{where}.{key}", m.params[key]) for key, rule in rules.items() if rule.folder and m.params.get(key)]
-        for where, folder in named:
+        named = [(w, f, True) for w, f in presses.folders(m.name, m.params, where)] if m.family == "kv" else []
+        named += [(f"{where}.{key}", m.params[key], rule.folder) for key, rule in registry.lookup(m.name, m.family).rules.items()
+                  if rule.folder and m.params.get(key)]
+        for field, folder, check in named:
             if not pathlib.Path(str(folder)).expanduser().is_dir():
-                raise PlanError(f"{folder} is not a folder here", source, where)
+                raise PlanError(f"{folder} is not a folder here", source, field)
+            if isinstance(check, str):  # "module:function" that checks what is inside
+                module, _, function = check.partition(":")
+                try:
+                    getattr(importlib.import_module(module), function)(str(folder))
+                except ValueError as err:
+                    raise PlanError(str(err), source, field) from None
 
 
 def _check_api_key(plan: Plan, source) -> None:

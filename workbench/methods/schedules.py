@@ -52,7 +52,7 @@ SCHEDULES: dict[str, MethodInfo] = {
                        "compress where a classifier on the model's hidden states predicts that a step of reasoning "
                        "ended (train it with workbench train-points)",
                        {"classifier": None, "threshold": None},
-                       {"classifier": ParamRule(kind=str, optional=True, folder=True),
+                       {"classifier": ParamRule(kind=str, optional=True, folder="workbench.points.store:check_files"),
                         "threshold": ParamRule(kind=float, minimum=0.0, maximum=1.0, open_minimum=True, optional=True)}),
     ]
 }
