@@ -202,7 +202,7 @@ CASES: list[Case] = [
          ("--ray", "field 'execution.ray'")),
     # tokenises the datasets in the preflight (seconds): ray.init waited minutes for a head node that is not there
     Case("flag-ray-unreachable", ["--preset", "{d}/p.json", "--ray", "127.0.0.1:1", "--out", "{d}/o.json"],
-         ("field 'execution.ray'", "127.0.0.1:1"), {"p.json": _decoding(datasets=[{"name": "wikitext2", "samples": 1, "seed": 0}])},
+         ("--ray 127.0.0.1:1", "nothing answers"), {"p.json": _decoding(datasets=[{"name": "wikitext2", "samples": 1, "seed": 0}])},
          needs_ray=True),
     Case("schedule-press-list", ["--preset", "{d}/p.json", "--out", "{d}/o.json"], ("{d}/p.json", "field 'methods[0].params.press'"),
          {"p.json": _decoding({"name": "interval", "params": {"every": 4, "press": [], "budget": 32}})}),

@@ -54,8 +54,7 @@ def address_problem(address: str) -> str | None:
     m = _ADDRESS.fullmatch(address.strip())
     if address.strip() == "auto" or (m and 1 <= int(m.group(2)) <= 65535):
         return None
-    return f'expected "auto" (the cluster this machine belongs to) or a cluster address HOST:PORT such as ' \
-           f'"10.0.0.5:6379", got {address!r}'
+    return f"expected auto or the head's HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}"
 
 
 class RayUnreachable(RuntimeError):
