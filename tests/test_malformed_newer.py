@@ -147,6 +147,7 @@ CASES: list[Case] = [
     Case("points-evaluator-provider-list", ["train-points", "--labels", "api", "--evaluator",
                                             '{"provider": ["openai"], "model": "x"}'], ("--evaluator", "field 'provider'")),
     Case("points-evaluator-without-api", ["train-points", "--evaluator", EVAL], ("--labels api",)),
+    Case("points-check-with-training-flags", ["train-points", "--check", "{d}/none", "--restart"], ("--check", "--restart")),
     Case("points-check-missing-folder", ["train-points", "--check", "{d}/none"], ("--check", "{d}/none")),
     # --- workbench points-meta / analyze ------------------------------------------------------------
     Case("meta-not-json", ["points-meta", "{d}/s.json"], ("{d}/s.json", "not valid JSON"), {"s.json": b"{"}),
@@ -176,6 +177,7 @@ CASES: list[Case] = [
     Case("train-rate-one", ["train", "{d}/p.json"], ("{d}/p.json", "field 'rate'"), {"p.json": _train_plan(rate=1)}),
     Case("train-steps-negative-flag", ["train", "{d}/p.json", "--steps", "-1"], ("field 'steps'",), {"p.json": _train_plan()}),
     Case("train-name-escapes", ["train", "{d}/p.json", "--name", "../x"], ("field 'name'",), {"p.json": _train_plan()}),
+    Case("train-list-with-plan", ["train", "--list", "{d}/p.json"], ("--list",), {"p.json": _train_plan()}),
     Case("train-grid-as-plan", ["train", "{d}/p.json"], ("{d}/p.json", "--ablation"),
          {"p.json": _preset("train/ablation-squad.json")}),
     Case("train-comparison-plan", ["train", "{d}/p.json"], ("{d}/p.json", "--preset"), {"p.json": _preset("decoding-quick.json")}),

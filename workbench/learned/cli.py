@@ -113,6 +113,9 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from workbench.learned import store
 
+    if args.list and (args.plan or args.restart or args.steps is not None or args.name is not None):
+        print(f"{PROG}: --list takes no plan and no training flag (it lists the runs and trains nothing)", file=sys.stderr)
+        return 2
     if args.list:
         for r in store.list_runs():
             state = "finished" if r["finished"] else f"step {r['steps_done']}/{r['total_steps']}"

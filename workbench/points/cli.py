@@ -173,6 +173,12 @@ def main(argv: list[str]) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.check:
+        given = [flag for flag, value in (("--labels", args.labels != "rule"), ("--evaluator", args.evaluator),
+                                          ("--restart", args.restart), ("--max-cost", args.max_cost is not None),
+                                          ("--no-cache", args.no_cache)) if value]
+        if given:  # they would be ignored: --check trains nothing
+            print(f"workbench train-points: --check trains nothing; {', '.join(given)} would be ignored", file=sys.stderr)
+            return 2
         return _check_folder(args)
     bad = _check(args)
     evaluator = None
