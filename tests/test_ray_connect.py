@@ -37,7 +37,7 @@ def preset(tiny_llama_dir, tmp_path):
 @pytest.mark.parametrize("address,says", [
     ("auto", "--ray auto: this machine has not joined a Ray cluster (`ray start --head`"),
     ("127.0.0.1:{port}", "--ray 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} (Connection refused)"),
-    ("headnode", "--ray headnode: expected auto or the head's HOST:PORT"),
+    ("headnode", "--workers/--ray: field 'execution.ray': expected auto or the head's HOST:PORT"),  # where it is read
 ])
 def test_an_unreachable_cluster_is_one_line_and_exit_2(preset, tmp_path, capsys, address, says):
     port = _closed_port()

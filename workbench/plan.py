@@ -414,6 +414,10 @@ def parse_plan(data: Any, source: str | None = None) -> Plan:
     """Validate a plan or preset document and return it fully resolved. Raises PlanError."""
     _expect(isinstance(data, dict), "a plan (a preset) is a JSON object", source, "(top level)")
     unknown = set(data) - _TOP_KEYS
+    # A training plan or an ablation grid of a learned compressor given here: say what it is and what runs it.
+    _expect(not (unknown and unknown & {"architecture", "architectures"} and "methods" not in data),
+            "this is a training plan (or an ablation grid) of a learned compressor, not a comparison plan: train it "
+            "with `workbench train FILE` (a grid: `workbench train --ablation FILE`)", source, "(top level)")
     _expect(not unknown, f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}", source, "(top level)")
     model = data.get("model", "smollm2-135m")
     if isinstance(model, dict):  # {"id": ..., "device": ..., "dtype": ...}
@@ -511,6 +515,11 @@ def parse_execution(value: Any, source, path) -> ExecutionSpec | None:
     _expect(address is None or (isinstance(address, str) and address.strip() and address.isprintable()),
             'expected "auto" (the cluster this machine belongs to) or a cluster address such as "10.0.0.5:6379"',
             source, f"{path}.ray")
+    if address is not None:
+        from workbench.ray_cluster import address_problem
+
+        problem = address_problem(address)
+        _expect(problem is None, problem or "", source, f"{path}.ray")
     _expect(workers is not None or address is not None, 'give "workers", "ray" or both (null: run in this process)',
             source, path)
     return ExecutionSpec(workers=workers, ray=address.strip() if address else None)

@@ -45,21 +45,36 @@ def preflight(plan: Plan, source: str | None = None) -> None:
         raise PlanError(f"{p.context_tokens:,} context + {p.continuation_tokens:,} continuation tokens need "
                         f"{p.context_tokens + p.continuation_tokens:,} positions; {plan.model} has {positions:,}",
                         source, "protocol.context_tokens")
+    if positions is not None and p.name == "task" and (p.max_new_tokens or 0) >= positions:
+        # the answer alone would outgrow the model (and its cache buffer the memory): every cell would fail
+        raise PlanError(f"{p.max_new_tokens:,} new tokens after the prompt need more positions than {plan.model} has "
+                        f"({positions:,})", source, "protocol.max_new_tokens")
     for i, ds in enumerate(plan.datasets):
         _check_dataset(plan, i, ds, positions, tokenizer, source)
     _check_folders(plan, source)
 
 
 def _check_folders(plan: Plan, source) -> None:
-    """Folders a method's parameters name (a KVzap scorer) exist: a typo fails now, not as a cell at run time."""
-    from workbench.methods import presses
+    """Folders a method's parameters name (a KVzap scorer, a point classifier) exist, and hold what they should
+    where the parameter's rule says how to tell: a typo or a damaged folder fails now, not as a cell at run time."""
+    import importlib
+
+    from workbench.methods import presses, registry
 
     for i, m in enumerate(plan.methods):
-        if m.family != "kv":
-            continue
-        for where, folder in presses.folders(m.name, m.params, f"methods[{i}].params"):
+        where = f"methods[{i}].params"
+        named = [(w, f, True) for w, f in presses.folders(m.name, m.params, where)] if m.family == "kv" else []
+        named += [(f"{where}.{key}", m.params[key], rule.folder) for key, rule in registry.lookup(m.name, m.family).rules.items()
+                  if rule.folder and m.params.get(key)]
+        for field, folder, check in named:
             if not pathlib.Path(str(folder)).expanduser().is_dir():
-                raise PlanError(f"{folder} is not a folder here", source, where)
+                raise PlanError(f"{folder} is not a folder here", source, field)
+            if isinstance(check, str):  # "module:function" that checks what is inside
+                module, _, function = check.partition(":")
+                try:
+                    getattr(importlib.import_module(module), function)(str(folder))
+                except ValueError as err:
+                    raise PlanError(str(err), source, field) from None
 
 
 def _check_api_key(plan: Plan, source) -> None:

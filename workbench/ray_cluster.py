@@ -6,6 +6,7 @@ failed unit. Apart from ``ray_worker`` (which runs the families) so that what on
 from __future__ import annotations
 
 import os
+import re
 
 RAY_MISSING = ("--workers/--ray and a plan's \"execution\" need Ray, which is not installed: "
                "pip install 'compression-workbench[ray]' (or WORKBENCH_RAY=1 scripts/setup.sh)")
@@ -41,6 +42,19 @@ def connect(address: str | None, workers: int | None):
         ray.init(num_cpus=max(workers or 1, os.cpu_count() or 1), include_dashboard=False, log_to_driver=False,
                  logging_level="warning")
     return ray, True
+
+
+# "auto", or a head node's HOST:PORT (a Ray client address ray://HOST:PORT too): what ray.init(address=...) takes.
+_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
+
+
+def address_problem(address: str) -> str | None:
+    """Why ``address`` is no Ray cluster address (None when it is one): checked where a plan or a flag is read, so
+    --dry-run and the app's Setup say it too, before anything connects."""
+    m = _ADDRESS.fullmatch(address.strip())
+    if address.strip() == "auto" or (m and 1 <= int(m.group(2)) <= 65535):
+        return None
+    return f"expected auto or the head's HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}"
 
 
 class RayUnreachable(RuntimeError):

@@ -26,7 +26,7 @@ MAX_TOKENS = 10**9
 MAX_QUANTITY = 1e15  # bytes, KV entries, kept fractions: far above any real value, far below overflow
 MAX_SECONDS = 1e9
 _QUANTITIES = ("kept_fraction", "kept_fraction_physical", "kv_tokens_per_layer", "kv_bytes", "kv_bytes_physical")
-_SECONDS = ("prefill_seconds", "scoring_seconds", "compression_seconds")
+_SECONDS = ("prefill_seconds", "scoring_seconds", "compression_seconds", "decode_seconds")
 _TEXTS = ("path", "note", "metric")
 
 
@@ -179,6 +179,23 @@ def _check_sample(c: _Checker, s: Any, at: str) -> None:
     for name in _TEXTS:
         c.text(s.get(name), f"{at}.{name}")
     c.integer(s.get("batch"), f"{at}.batch", 1, 1 << 20, optional=True)
+    _check_decoding(c, s, at)
+
+
+def _check_decoding(c: _Checker, s: dict, at: str) -> None:
+    """The decoding protocol's fields, which the cell figures add up (metrics._decoding) and points-meta reads."""
+    c.integer(s.get("generated_tokens"), f"{at}.generated_tokens", 0, MAX_TOKENS, optional=True)
+    for name in ("kv_tokens_mean", "tokens_per_second"):
+        c.number(s.get(name), f"{at}.{name}", 0, MAX_QUANTITY)
+    c.text(s.get("generated_text"), f"{at}.generated_text")
+    for name in ("compression_points", "compression_chars"):
+        value = s.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, list):
+            c.fail(f"{at}.{name}", f"expected a list of positions, got {_show(value)}")
+        for k, item in enumerate(value):
+            c.integer(item, f"{at}.{name}[{k}]", 0, MAX_TOKENS if name == "compression_points" else None)
 
 
 def _check_examples(c: _Checker, examples: Any, where: str) -> None:

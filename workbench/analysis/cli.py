@@ -42,6 +42,29 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _output_problem(args) -> str | None:
+    """Report files that would replace a session being analysed or one another, or a plot that is no PNG: said
+    before the analysis runs, and nothing is written. (A missing folder is made; a path that is a folder is the
+    writer's 'cannot write'.)"""
+    from pathlib import Path
+
+    outputs = [(flag, Path(path).expanduser()) for flag, path in
+               (("--out", args.out), ("--markdown", None if args.markdown == "-" else args.markdown), ("--plot", args.plot))
+               if path]
+    sessions = {Path(p).expanduser().resolve() for p in args.sessions}
+    seen: dict = {}
+    for flag, path in outputs:
+        where = path.resolve()
+        if where in sessions:
+            return f"{flag} {path}: is one of the sessions analysed; writing the report there would replace it"
+        if where in seen:
+            return f"{flag} {path}: {seen[where]} writes there too; give each report its own file"
+        seen[where] = flag
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        return f"--plot {args.plot}: the plot is a PNG image; name a .png file"
+    return None
+
+
 def summary(report: dict) -> str:
     """The CLI's plain-text output: the verdict, then what was left out."""
     lines = ["Verdict:"] + [f"  {s}" for s in report["verdict"]]
@@ -58,6 +81,10 @@ def main(argv: list[str]) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_BAD_INPUT
     if args.json and args.markdown == "-":
         print("workbench analyze: --json and --markdown without a file both print on stdout: give one", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bad = _output_problem(args)
+    if bad:
+        print(f"workbench analyze: {bad}", file=sys.stderr)
         return EXIT_BAD_INPUT
     from workbench.analysis import writers
     from workbench.analysis.analyze import analyze

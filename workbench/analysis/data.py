@@ -78,8 +78,12 @@ def session_labels(paths: list[str | Path]) -> list[str]:
 
 def load_sessions(paths: list[str | Path]) -> list[tuple[str, Session]]:
     """(label, session) for each file; AnalysisInputError naming the file and the field for one that cannot be read."""
-    out = []
+    out, seen = [], {}
     for label, path in zip(session_labels(paths), paths):
+        where = Path(path).expanduser().resolve()
+        if where in seen:  # its samples would count twice as independent evidence in every test
+            raise AnalysisInputError(f"{path}: given twice (also as {seen[where]}); name each session once")
+        seen[where] = path
         try:
             out.append((label, Session.load(path)))
         except SessionError as err:

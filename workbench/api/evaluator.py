@@ -90,7 +90,7 @@ def parse_evaluator(value: Any) -> EvaluatorSpec | None:
     if unknown:
         raise EvaluatorError("", f"unknown key(s) {sorted(unknown, key=str)}; allowed: {', '.join(sorted(_KEYS))}")
     provider = value.get("provider", "openai-compatible" if "base_url" in value else None)
-    if provider not in PROVIDERS:
+    if not isinstance(provider, str) or provider not in PROVIDERS:  # a list or object would not even hash
         raise EvaluatorError("provider", f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
     p = PROVIDERS[provider]
     model = value.get("model")

@@ -52,6 +52,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _device_dtype(args) -> str | None:
+    """--device and --dtype this machine can use (a typo, or cuda without a GPU), said before the model loads."""
+    from workbench.models.spec import resolve_device_dtype
+
+    for flag, device, dtype in (("--device", args.device, "auto"), ("--dtype", "cpu", args.dtype)):
+        try:
+            resolve_device_dtype(device, dtype)
+        except ValueError as err:
+            return f"{flag}: {err}"
+    return None
+
+
 def _check(args) -> str | None:
     """Bad input as one line, before anything loads."""
     from workbench import datasets
@@ -66,6 +78,9 @@ def _check(args) -> str | None:
             datasets.validate_dataset_spec(name)
         except ValueError as err:
             return f"--data {name}: {err}"
+    bad = _device_dtype(args)
+    if bad:
+        return bad
     if args.min_tokens > args.max_tokens:
         return f"--min-tokens {args.min_tokens} is more than --max-tokens {args.max_tokens}"
     if args.tokens_per_text > args.min_tokens:

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None, command=None) -> int:
         if value is not None and value < (0 if flag == "--gpus" else 1):
             print(f"workbench train: {flag} must be at least {0 if flag == '--gpus' else 1}, got {value}", file=sys.stderr)
             return EXIT_BAD_INPUT
+    if args.ray:  # "" (the flag alone): a local Ray
+        from workbench.ray_cluster import address_problem
+
+        if address_problem(args.ray):
+            print(f"workbench train: --ray: {address_problem(args.ray)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     try:
         data, source = grid.load_grid(args.grid)
         runs = grid.expand(data, source)
@@ -53,6 +59,9 @@ def main(argv: list[str] | None = None, command=None) -> int:
     from workbench.models.spec import data_root
 
     workdir = args.workdir or str(data_root() / "learned" / "ablations" / data["name"])
+    if os.path.exists(workdir) and not os.path.isdir(workdir):  # else every run would fail to start, one by one
+        print(f"workbench train: --workdir {workdir}: is a file; name a folder for the runs' plans", file=sys.stderr)
+        return EXIT_BAD_INPUT
     launcher, slots = None, None
     if args.ray is not None:
         from workbench.learned.ablation_ray import RayLauncher

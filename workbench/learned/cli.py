@@ -97,6 +97,14 @@ def summary(record: dict) -> str:
     return "\n".join(lines)
 
 
+def _failed(err: Exception) -> int:
+    """A training that broke: one line, not a traceback (the checkpoints stay for a rerun); exit 1."""
+    from workbench.secrets import scrub
+
+    print(f"{PROG}: failed: {scrub(f'{type(err).__name__}: {err}'.splitlines()[0])}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["--ablation"]:  # a grid of runs, one per GPU at a time (ablation_cli)
         from workbench.learned import ablation_cli
@@ -105,6 +113,9 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     from workbench.learned import store
 
+    if args.list and (args.plan or args.restart or args.steps is not None or args.name is not None):
+        print(f"{PROG}: --list takes no plan and no training flag (it lists the runs and trains nothing)", file=sys.stderr)
+        return 2
     if args.list:
         for r in store.list_runs():
             state = "finished" if r["finished"] else f"step {r['steps_done']}/{r['total_steps']}"
@@ -134,14 +145,19 @@ def main(argv: list[str]) -> int:
 
     try:
         record = train(cfg, on_event=_progress(), restart=args.restart)
-    except (CheckpointError, RunMismatch, ModelLoadError, DatasetError) as err:
+    except (CheckpointError, RunMismatch) as err:  # these name their file
         print(f"{PROG}: {err}", file=sys.stderr)
         return 2
-    except ValueError as err:  # an unusable device or dtype (models.spec.resolve_device_dtype)
-        if "device" in str(err).lower() or "dtype" in str(err).lower():
-            print(f"{PROG}: {err}", file=sys.stderr)
+    except (ModelLoadError, DatasetError) as err:  # what the plan names cannot be loaded here: say which field
+        field = "model" if isinstance(err, ModelLoadError) else "dataset"
+        print(f"{PROG}: {args.plan}: field '{field}': {err}", file=sys.stderr)
+        return 2
+    except ValueError as err:  # a device or dtype this machine lacks (models.spec.resolve_device_dtype)
+        field = next((f for f in ("device", "dtype") if f in str(err).lower()), None)
+        if field is not None:
+            print(f"{PROG}: {args.plan}: field '{field}': {err}", file=sys.stderr)
             return 2
-        raise
+        return _failed(err)
     except Cancelled as err:
         print(f"{PROG}: {err}", file=sys.stderr)
         return 1
@@ -149,9 +165,6 @@ def main(argv: list[str]) -> int:
         print(f"{PROG}: interrupted; the last checkpoint is kept, run it again to resume", file=sys.stderr)
         return 1
     except Exception as err:  # noqa: BLE001 — one line, not a traceback; the checkpoints stay for a rerun
-        from workbench.secrets import scrub
-
-        print(f"{PROG}: failed: {scrub(f'{type(err).__name__}: {err}'.splitlines()[0])}", file=sys.stderr)
-        return 1
+        return _failed(err)
     print(json.dumps(record, indent=1) if args.json else summary(record))
     return 0

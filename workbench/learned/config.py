@@ -118,6 +118,12 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
     if not isinstance(data, dict):
         raise PlanError("a training plan is a JSON object", source)
     unknown = set(data) - _KEYS
+    if unknown and {"base", "architectures"} <= set(data):
+        raise PlanError("this is an ablation grid, not one training plan: run it with `workbench train --ablation FILE`",
+                        source)
+    if unknown and unknown & {"methods", "datasets", "protocol"}:
+        raise PlanError("this is a comparison plan (a preset), not a training plan: run it with `workbench --preset "
+                        "FILE`", source)
     if unknown:
         raise PlanError(f"unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(_KEYS))}", source, sorted(unknown)[0])
     out: dict[str, Any] = {}
@@ -142,6 +148,13 @@ def parse_train_config(data: Any, source: str | None = None) -> TrainConfig:
             if not isinstance(data[key], str) or not data[key].strip():
                 raise PlanError("expected a non-empty string", source, key)
             out[key] = data[key].strip()
+    from workbench.models.spec import check_device_dtype_words
+
+    for key in ("device", "dtype"):  # a typo is said now, not after a run folder was made for it
+        try:
+            check_device_dtype_words(**{key: out.get(key, "auto")})
+        except ValueError as err:
+            raise PlanError(str(err), source, key) from None
     for key, minimum in _INT_FIELDS.items():
         if key in data:
             out[key] = _int(data[key], source, key, minimum)

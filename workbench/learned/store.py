@@ -62,6 +62,25 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 
 
+def check_tensor_files(folder: Path, state: dict, optimizer: bool = False) -> None:
+    """Refuse a checkpoint whose tensor files are missing or not whole safetensors (a copy cut short, a stray file),
+    so a plan naming it, or a run resuming from it, fails when it is read, not after the model has loaded and other
+    cells have run. Reads the headers only (safetensors with numpy: no torch). Raises CheckpointError naming the file."""
+    from safetensors import SafetensorError, safe_open
+
+    needed = [COMPRESSOR] + ([LORA] if state.get("lora") or (Path(folder) / LORA).exists() else []) \
+        + ([OPTIMIZER] if optimizer else [])  # a resume reads the optimiser's moments too
+    for name in needed:
+        path = Path(folder) / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the checkpoint")
+        try:
+            with safe_open(str(path), framework="numpy"):
+                pass
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: corrupted ({str(err).splitlines()[0][:160]})") from None
+
+
 def list_runs() -> list[dict]:
     """Every run in the store: {name, folder, steps_done, total_steps, finished, architecture, rate, model}."""
     root = store_root()

@@ -161,30 +161,49 @@ def _versions(lm) -> dict:
         return {"python": sys.version.split()[0], "torch": torch.__version__}
 
 
-def prepare_run(cfg: TrainConfig, restart: bool) -> tuple[Path, Path | None]:
-    """(run folder, checkpoint to resume from or None). A run of this name with another plan is refused."""
+def check_run(cfg: TrainConfig, restart: bool) -> None:
+    """Refuse a run of this name that was started with another plan (unless ``restart``); writes nothing."""
     folder = store.run_dir(cfg.name)
     config_path = folder / store.CONFIG
+    if restart or not config_path.exists():
+        return
+    old = store.read_json(config_path)
+    if not isinstance(old, dict):  # said as what it is, not as "another plan"
+        raise CheckpointError(f"{config_path}: unreadable (not a JSON object); pass --restart to discard the run "
+                              f"{cfg.name!r} and start it again")
+    try:
+        before = config_from_record(old, str(config_path)).to_dict()
+    except Exception:  # noqa: BLE001 — a config this version cannot read is a mismatch too
+        before = None
+    now = cfg.to_dict()
+    if before != now:
+        changed = sorted(k for k in now.keys() | (before or {}).keys() if (before or {}).get(k) != now.get(k)) \
+            if before is not None else []
+        what = ("; it differs in " + ", ".join(f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)) \
+            if changed else ""
+        raise RunMismatch(f"{config_path}: a run named {cfg.name!r} was started with another plan{what}; resume it with "
+                          "the same plan, rename this one, or pass --restart to discard it")
+    last = store.last_checkpoint(folder)
+    if last is not None:  # the checkpoint it will resume from is whole: said before the model loads
+        state = store.read_json(last / store.STATE)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{last / store.STATE}: not a soft-compressor checkpoint (unreadable)")
+        store.check_tensor_files(last, state, optimizer=True)
+
+
+def prepare_run(cfg: TrainConfig, restart: bool) -> tuple[Path, Path | None]:
+    """(run folder, checkpoint to resume from or None). A run of this name with another plan is refused.
+
+    Called once the model has loaded: a plan whose model or device cannot be loaded neither discards the run it
+    would restart nor leaves a config.json behind that its corrected plan would then be refused against."""
+    check_run(cfg, restart)
+    folder = store.run_dir(cfg.name)
     if restart and folder.exists():
         import shutil
 
         shutil.rmtree(folder)
-    if config_path.exists():
-        old = store.read_json(config_path)
-        try:
-            before = config_from_record(old, str(config_path)).to_dict()
-        except Exception:  # noqa: BLE001 — an unreadable config is a mismatch too
-            before = None
-        now = cfg.to_dict()
-        if before != now:
-            changed = sorted(k for k in now.keys() | (before or {}).keys() if (before or {}).get(k) != now.get(k)) \
-                if before is not None else []
-            what = ("; it differs in " + ", ".join(f"{k} ({before.get(k)!r} then, {now.get(k)!r} now)" for k in changed)) \
-                if changed else ""
-            raise RunMismatch(f"{config_path}: a run named {cfg.name!r} was started with another plan{what}; resume it with "
-                              "the same plan, rename this one, or pass --restart to discard it")
     folder.mkdir(parents=True, exist_ok=True)
-    store.write_json_atomically(config_path, cfg.to_dict())
+    store.write_json_atomically(folder / store.CONFIG, cfg.to_dict())
     return folder, store.last_checkpoint(folder)
 
 
@@ -203,8 +222,9 @@ def train(config: TrainConfig, on_event: Callable[[dict], None] | None = None, c
     emit = on_event or (lambda e: None)
     cancel = cancel or threading.Event()
     started = time.monotonic()
-    folder, resume = prepare_run(cfg, restart)
+    check_run(cfg, restart)  # a mismatched run is refused before the model loads (seconds)
     lm = models.load_model(cfg.model, cfg.device, cfg.dtype)
+    folder, resume = prepare_run(cfg, restart)
     device = lm.model.device
     model = lm.model
     model.requires_grad_(False)

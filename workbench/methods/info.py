@@ -32,6 +32,9 @@ class ParamRule:
     optional: bool = False  # None is accepted too
     item_minimum: float | None = None  # lists of numbers: each item's range
     item_maximum: float | None = None
+    # A string naming a local folder: it must exist where the plan runs (preflight); a "module:function" here also
+    # checks what is in it (raising ValueError naming the file), without torch.
+    folder: bool | str = False
 
     def check(self, value: Any, default: Any, name: str) -> Any:
         kind = self.kind or (type(default) if default is not None else None)

@@ -33,9 +33,11 @@ def trained_rate(checkpoint: str) -> tuple[float, str]:
     folder = store.find(checkpoint)
     state = store.read_json(folder / store.STATE)
     try:
-        return float(state["compressor"]["rate"]), str(folder)
+        rate = float(state["compressor"]["rate"])
     except (TypeError, KeyError, ValueError):
         raise store.CheckpointError(f"{folder / store.STATE}: not a soft-compressor checkpoint") from None
+    store.check_tensor_files(folder, state)
+    return rate, str(folder)
 
 
 def rates_for(params: dict, given: list | None) -> list:

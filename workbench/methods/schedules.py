@@ -52,7 +52,7 @@ SCHEDULES: dict[str, MethodInfo] = {
                        "compress where a classifier on the model's hidden states predicts that a step of reasoning "
                        "ended (train it with workbench train-points)",
                        {"classifier": None, "threshold": None},
-                       {"classifier": ParamRule(kind=str, optional=True),
+                       {"classifier": ParamRule(kind=str, optional=True, folder="workbench.points.store:check_files"),
                         "threshold": ParamRule(kind=float, minimum=0.0, maximum=1.0, open_minimum=True, optional=True)}),
     ]
 }
@@ -78,6 +78,8 @@ def check_press(params: dict, where: str) -> None:
     from workbench.methods import presses
 
     spec = params.get(PRESS)
+    if isinstance(spec, list):  # a wrapper's list of presses: a schedule evicts by one press's scores
+        raise ValueError(f"{where}.{PRESS}: expected one press (a name or {{\"name\": ..., \"params\": ...}}), got a list")
     if not isinstance(spec, dict):
         return
     reason = between_steps(presses.PRESSES[spec["name"]])

@@ -93,17 +93,22 @@ def classify_model_spec(spec: str) -> str:
         f"a local folder, a .gguf file or one of the embedded models ({', '.join(EMBEDDED_MODELS)}).")
 
 
+def check_device_dtype_words(device: str = "auto", dtype: str = "auto") -> None:
+    """Raise ValueError for a device or dtype that is no known word (without asking torch what this machine has)."""
+    device, dtype = (device or "auto").strip().lower(), (dtype or "auto").strip().lower()
+    if device != "auto" and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise ValueError(f"Unknown device '{device}': use cpu, cuda, cuda:N, mps or auto.")
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ValueError(f"Unknown dtype '{dtype}': use {', '.join(DTYPES)} or auto.")
+
+
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
     """Resolve 'auto' and validate explicit values; returns (device, dtype) as strings.
 
     auto -> ('cuda', 'bfloat16') when CUDA is available, else ('cpu', 'float32'). Raises ValueError for an
     unknown device or dtype, or a CUDA/MPS device that this machine does not have."""
     device, dtype = (device or "auto").strip().lower(), (dtype or "auto").strip().lower()
-    # Validate the strings first, so a typo fails before torch is imported (seconds).
-    if device != "auto" and not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
-        raise ValueError(f"Unknown device '{device}': use cpu, cuda, cuda:N, mps or auto.")
-    if dtype != "auto" and dtype not in DTYPES:
-        raise ValueError(f"Unknown dtype '{dtype}': use {', '.join(DTYPES)} or auto.")
+    check_device_dtype_words(device, dtype)  # a typo fails before torch is imported (seconds)
     import torch
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -93,6 +93,18 @@ def _evaluator(text: str) -> dict:
     return block
 
 
+def _device_dtype(args) -> str | None:
+    """--device and --dtype this machine can use (a typo, or cuda without a GPU), said before the model loads."""
+    from workbench.models.spec import resolve_device_dtype
+
+    for flag, device, dtype in (("--device", args.device, "auto"), ("--dtype", "cpu", args.dtype)):
+        try:
+            resolve_device_dtype(device, dtype)
+        except ValueError as err:
+            return f"{flag}: {err}"
+    return None
+
+
 def _check(args) -> str | None:
     from workbench.models.spec import ModelLoadError, classify_model_spec
 
@@ -100,11 +112,14 @@ def _check(args) -> str | None:
         classify_model_spec(args.model)
     except ModelLoadError as err:
         return f"--model: {err}"
+    bad = _device_dtype(args)
+    if bad:
+        return bad
     if args.labels == "api" and not args.evaluator:
         return "--labels api needs --evaluator (the API model that marks the solutions)"
     if args.labels != "api" and (args.evaluator or args.max_cost is not None or args.no_cache):
         return "--evaluator, --max-cost and --no-cache apply to --labels api only"
-    if args.max_cost is not None and not args.max_cost > 0:
+    if args.max_cost is not None and not 0 < args.max_cost < float("inf"):  # inf: no limit at all
         return f"--max-cost: expected a positive number of US dollars, got {args.max_cost}"
     from workbench.datasets import load_documents
 
@@ -158,6 +173,12 @@ def main(argv: list[str]) -> int:
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 2
     if args.check:
+        given = [flag for flag, value in (("--labels", args.labels != "rule"), ("--evaluator", args.evaluator),
+                                          ("--restart", args.restart), ("--max-cost", args.max_cost is not None),
+                                          ("--no-cache", args.no_cache)) if value]
+        if given:  # they would be ignored: --check trains nothing
+            print(f"workbench train-points: --check trains nothing; {', '.join(given)} would be ignored", file=sys.stderr)
+            return 2
         return _check_folder(args)
     bad = _check(args)
     evaluator = None

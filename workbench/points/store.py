@@ -69,6 +69,25 @@ def train_command(spec: str) -> str:
 
 
 
+def check_files(folder: str) -> None:
+    """A classifier folder a plan names is whole: its config.json a point classifier's, its weights whole safetensors
+    (headers only, no torch). Said by the preflight, not by every cell after the model loaded. Raises CheckpointError;
+    what fits which model is checked when it loads (classifier.load)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(folder).expanduser()
+    config = read_json(path / CONFIG)
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise CheckpointError(f"{path / CONFIG}: missing, unreadable or not a point classifier's config (format {FORMAT})")
+    try:
+        with safe_open(str(path / WEIGHTS), framework="numpy"):
+            pass
+    except FileNotFoundError:
+        raise CheckpointError(f"{path / WEIGHTS}: missing (the classifier's weights)") from None
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(f"{path / WEIGHTS}: damaged, not a safetensors file ({str(err).splitlines()[0][:120]})") from None
+
+
 def find(fingerprint: str) -> Path | None:
     """The newest finished classifier trained on the model with this fingerprint, or None."""
     root = store_root()

@@ -170,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             sock = listening_socket(args.host, args.port)
-        except OSError as err:
-            raise BadInput(f"--port: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
+        except OSError as err:  # a host name that does not resolve is the host's fault, not the port's
+            import socket
+
+            flag = "--host" if isinstance(err, socket.gaierror) else "--port"
+            raise BadInput(f"{flag}: cannot listen on {args.host}:{args.port} ({err.strerror or err})") from None
         try:  # the port is taken before the model loads, so a busy port fails in a second, not after a load
             lm = _load(args, resolved.attention if resolved else None)
             _check_press(method, rate)
