@@ -52,22 +52,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _device_dtype(args) -> str | None:
-    """--device and --dtype this machine can use (a typo, or cuda without a GPU), said before the model loads."""
-    from workbench.models.spec import resolve_device_dtype
-
-    for flag, device, dtype in (("--device", args.device, "auto"), ("--dtype", "cpu", args.dtype)):
-        try:
-            resolve_device_dtype(device, dtype)
-        except ValueError as err:
-            return f"{flag}: {err}"
-    return None
-
-
 def _check(args) -> str | None:
     """Bad input as one line, before anything loads."""
     from workbench import datasets
-    from workbench.models.spec import ModelLoadError, classify_model_spec
+    from workbench.models.spec import ModelLoadError, classify_model_spec, device_dtype_flags_error
 
     try:
         classify_model_spec(args.model)
@@ -78,7 +66,7 @@ def _check(args) -> str | None:
             datasets.validate_dataset_spec(name)
         except ValueError as err:
             return f"--data {name}: {err}"
-    bad = _device_dtype(args)
+    bad = device_dtype_flags_error(args.device, args.dtype)
     if bad:
         return bad
     if args.min_tokens > args.max_tokens:

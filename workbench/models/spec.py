@@ -102,6 +102,17 @@ def check_device_dtype_words(device: str = "auto", dtype: str = "auto") -> None:
         raise ValueError(f"Unknown dtype '{dtype}': use {', '.join(DTYPES)} or auto.")
 
 
+def device_dtype_flags_error(device: str, dtype: str) -> str | None:
+    """What is wrong with a command's --device and --dtype on this machine (a typo, or cuda without a GPU), as one
+    line naming the flag, or None: said before any model loads."""
+    for flag, one_device, one_dtype in (("--device", device, "auto"), ("--dtype", "cpu", dtype)):
+        try:
+            resolve_device_dtype(one_device, one_dtype)
+        except ValueError as err:
+            return f"{flag}: {err}"
+    return None
+
+
 def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
     """Resolve 'auto' and validate explicit values; returns (device, dtype) as strings.
 

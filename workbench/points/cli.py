@@ -93,26 +93,14 @@ def _evaluator(text: str) -> dict:
     return block
 
 
-def _device_dtype(args) -> str | None:
-    """--device and --dtype this machine can use (a typo, or cuda without a GPU), said before the model loads."""
-    from workbench.models.spec import resolve_device_dtype
-
-    for flag, device, dtype in (("--device", args.device, "auto"), ("--dtype", "cpu", args.dtype)):
-        try:
-            resolve_device_dtype(device, dtype)
-        except ValueError as err:
-            return f"{flag}: {err}"
-    return None
-
-
 def _check(args) -> str | None:
-    from workbench.models.spec import ModelLoadError, classify_model_spec
+    from workbench.models.spec import ModelLoadError, classify_model_spec, device_dtype_flags_error
 
     try:
         classify_model_spec(args.model)
     except ModelLoadError as err:
         return f"--model: {err}"
-    bad = _device_dtype(args)
+    bad = device_dtype_flags_error(args.device, args.dtype)
     if bad:
         return bad
     if args.labels == "api" and not args.evaluator:
