@@ -137,6 +137,7 @@ CASES: list[Case] = [
     Case("kvzap-min-above-max", ["train-kvzap", "--min-tokens", "10", "--max-tokens", "5"], ("--min-tokens", "--max-tokens")),
     Case("kvzap-data-missing-file", ["train-kvzap", "--data", "{d}/none.txt"], ("--data {d}/none.txt",)),
     Case("kvzap-model-missing-folder", ["train-kvzap", "--model", "{d}/no-model"], ("--model", "{d}/no-model")),
+    Case("kvzap-texts-beyond-the-data", ["train-kvzap", "--texts", "100000"], ("--texts 100000", "holds")),
     # --- workbench train-points ---------------------------------------------------------------------
     Case("points-device-typo", ["train-points", "--device", "x"], ("workbench train-points: --device",)),
     Case("points-max-cost-infinite", ["train-points", "--labels", "api", "--evaluator", EVAL, "--max-cost", "inf"],

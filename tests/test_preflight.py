@@ -37,6 +37,15 @@ def test_positions_come_from_the_models_config(tiny_llama_dir):
         preflight(parse_plan(tiny(tiny_llama_dir, protocol={"context_tokens": 249, "continuation_tokens": 8})))
 
 
+def test_a_decoding_protocol_names_max_new_tokens_where_the_context_alone_fits(tiny_llama_dir):
+    decoding = {"name": "decoding", "context_tokens": 32, "max_new_tokens": 10**12}
+    with pytest.raises(PlanError, match=r"field 'protocol\.max_new_tokens': 32 context \+ 1,000,000,000,000 new tokens"):
+        preflight(parse_plan(tiny(tiny_llama_dir, protocol=decoding, methods=["interval"])))
+    decoding = {"name": "decoding", "context_tokens": 300, "max_new_tokens": 8}
+    with pytest.raises(PlanError, match=r"field 'protocol\.context_tokens': 300 context \+ 8 new tokens"):
+        preflight(parse_plan(tiny(tiny_llama_dir, protocol=decoding, methods=["interval"])))
+
+
 def test_the_embedded_model_has_8192_positions_beyond_which_plans_are_refused():
     plan = load_preset("quickstart").to_dict()
     plan["protocol"] = {"context_tokens": 9000, "continuation_tokens": 64}

@@ -42,9 +42,14 @@ def preflight(plan: Plan, source: str | None = None) -> None:
     kind, positions, tokenizer = _model(plan, source)
     p = plan.protocol
     if positions is not None and p.name != "task" and p.context_tokens + p.continuation_tokens > positions:
-        raise PlanError(f"{p.context_tokens:,} context + {p.continuation_tokens:,} continuation tokens need "
-                        f"{p.context_tokens + p.continuation_tokens:,} positions; {plan.model} has {positions:,}",
-                        source, "protocol.context_tokens")
+        from workbench import protocols
+
+        # A decoding protocol's second term is its max_new_tokens: named where the context alone fits.
+        decodes = protocols.info(p.name).decodes
+        raise PlanError(f"{p.context_tokens:,} context + {p.continuation_tokens:,} {'new' if decodes else 'continuation'} "
+                        f"tokens need {p.context_tokens + p.continuation_tokens:,} positions; {plan.model} has {positions:,}",
+                        source, "protocol.max_new_tokens" if decodes and p.context_tokens < positions
+                        else "protocol.context_tokens")
     if positions is not None and p.name == "task" and (p.max_new_tokens or 0) >= positions:
         # the answer alone would outgrow the model (and its cache buffer the memory): every cell would fail
         raise PlanError(f"{p.max_new_tokens:,} new tokens after the prompt need more positions than {plan.model} has "

@@ -80,6 +80,12 @@ def training_texts(tokenizer, settings: TrainSettings) -> list[_Text]:
         n_test = settings.held_out // n_sets + (d < settings.held_out % n_sets)
         if n_train + n_test == 0:
             continue
+        available = datasets.window_count(name, tokenizer, settings.max_tokens - 2, 1)
+        if n_train + n_test > available:  # said in the command's own flags (lm_samples would speak of windows)
+            raise datasets.DatasetError(
+                f"--texts {settings.texts} / --held-out {settings.held_out}: {name} is asked for {n_train + n_test} texts "
+                f"of up to --max-tokens {settings.max_tokens} tokens and holds {available}; ask for fewer texts, a "
+                "smaller --max-tokens, or more --data")
         windows = datasets.lm_samples(name, tokenizer, n_train + n_test, settings.max_tokens - 2, 1, settings.seed)
         lengths = random.Random(f"{settings.seed}:{name}")
         for j, w in enumerate(windows):
