@@ -70,10 +70,10 @@ def _answers(address: str, timeout: float = 5.0) -> None:
     Ray Client) within ``timeout`` seconds."""
     import socket
 
-    where = address.split("://", 1)[-1]
-    host, _, port = where.rpartition(":")
-    if not host or not port.isdigit():
-        raise RayUnreachable(f"--ray {address}: expected auto or the head's HOST:PORT (e.g. 10.0.0.5:6379)")
+    bad = address_problem(address)
+    if bad:
+        raise RayUnreachable(f"--ray {address}: {bad}")
+    host, port = _ADDRESS.fullmatch(address.strip()).groups()
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as err:
@@ -91,7 +91,6 @@ def _fault_handler_on_a_real_file() -> None:
     if faulthandler.is_enabled():
         return
     try:
-        sys.stderr.fileno()
         valid = sys.stderr.fileno() >= 0
     except (AttributeError, OSError, ValueError):
         valid = False
