@@ -120,11 +120,12 @@ class DistributedRun:
             raise PlanError(f"{n} workers asked for, but the Ray cluster has {gpus} GPU{'s' * (gpus != 1)}: one worker "
                             "per GPU (or device \"cpu\" for CPU workers)", "--workers")
         where = f"the Ray cluster at {ex.ray}" if ex.ray else "a local Ray"
-        self.emit(Event("model-loading", f"loading {self.plan.model} on {n} worker{'s' * (n != 1)} "
-                        f"({'one GPU' if use_gpus else 'one CPU'} each) on {where}", {"model": self.plan.model, "workers": n}))
         # CPU workers of a Ray started for this run share this machine's cores: cores // N each (one worker computes
         # with the threads of the single-process run, so its records are the same to the bit). On a cluster, one.
         cpus = max(1, (os.cpu_count() or 1) // n) if self.local_ray and not use_gpus else 1
+        each = "one GPU" if use_gpus else f"{cpus} CPU{'s' * (cpus != 1)}"
+        self.emit(Event("model-loading", f"loading {self.plan.model} on {n} worker{'s' * (n != 1)} ({each} each) on {where}",
+                        {"model": self.plan.model, "workers": n}))
         self.worker_cls = ray_worker.worker_class(ray, use_gpus, cpus)
         self.restarts_left = n  # replacements for lost workers, all together
         self.slots = [_Slot(i, self.worker_cls.remote(self.plan.to_dict(), i, self.run.backend_loader)) for i in range(n)]
